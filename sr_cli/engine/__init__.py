@@ -1,0 +1,1 @@
+"""The one inference engine every srx command uses."""

@@ -1,0 +1,133 @@
+"""``SRModel``: the one object every command runs (upscale, evaluate, validation in train/distill).
+
+Steps for one image (DESIGN 2a and 5): check inputs -> upsample with PIL bicubic to the output size ->
+per-image conditions (text embedding, timestep: fixed or DTSM) -> tiles stream through the one-step
+network and are blended -> NaN check -> color fix on the whole image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import NumericalError, UsageError
+from ..registry import COLOR_FIXES, ModelSpec
+from .color import apply_color_fix
+from .resize import output_size, pil_resize
+from .sd_onestep import OneStepSD
+from .tiling import run_tiled
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    """Settings of one upscale call; ``None`` fields take the model's defaults."""
+
+    scale: float | None = None
+    tile: int | None = None
+    overlap: int | None = None
+    tile_batch: int | None = None
+    color_fix: str | None = None
+    prompt: str | None = None
+    seed: int | None = None
+
+    def resolved(self, spec: ModelSpec) -> "UpscaleOptions":
+        d = spec.defaults
+        opts = UpscaleOptions(
+            scale=d.scale if self.scale is None else float(self.scale),
+            tile=d.tile if self.tile is None else int(self.tile),
+            overlap=d.overlap if self.overlap is None else int(self.overlap),
+            tile_batch=d.tile_batch if self.tile_batch is None else int(self.tile_batch),
+            color_fix=d.color_fix if self.color_fix is None else self.color_fix,
+            prompt=d.prompt if self.prompt is None else self.prompt,
+            seed=self.seed,
+        )
+        opts.check()
+        return opts
+
+    def check(self) -> None:
+        if self.scale < 1:
+            raise UsageError(f"--scale must be >= 1, got {self.scale}")
+        if self.tile < 0 or (self.tile and self.tile % 8):
+            raise UsageError(f"--tile must be 0 (no tiling) or a positive multiple of 8, got {self.tile}")
+        if self.tile and not 0 <= self.overlap < self.tile:
+            raise UsageError(f"--overlap must be in [0, tile), got {self.overlap} with tile {self.tile}")
+        if self.tile_batch < 1:
+            raise UsageError(f"--tile-batch must be >= 1, got {self.tile_batch}")
+        if self.color_fix not in COLOR_FIXES:
+            raise UsageError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {self.color_fix!r}")
+
+
+class SRModel:
+    """A loaded one-step super-resolution model.
+
+    >>> from sr_cli import load_model
+    >>> model = load_model("osediff")
+    >>> sr = model.upscale(Image.open("photo.jpg"))
+    """
+
+    def __init__(self, spec: ModelSpec, net: OneStepSD, device: torch.device, dtype: torch.dtype):
+        self.spec = spec
+        self.net = net.place(device, dtype)
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def text_for(self, prompt: str) -> str:
+        # Tags (OSEDiff's DAPE prompt extractor) are not computed: they stay empty.
+        return self.spec.defaults.prompt_template.format(tags="", prompt=prompt)
+
+    def fixed_timestep(self) -> int | None:
+        t = self.spec.defaults.timestep
+        return None if t == "dtsm" else int(t)
+
+    @torch.inference_mode()
+    def upscale_tensor(self, lr: torch.Tensor, options: UpscaleOptions | None = None,
+                       on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Super-resolve ``lr`` ``(1, 3, h, w)`` in [0, 1]; returns ``(1, 3, round(h*s), round(w*s))`` in [0, 1] on the CPU."""
+        opts = (options or UpscaleOptions()).resolved(self.spec)
+        if lr.dim() != 4 or lr.shape[:2] != (1, 3):
+            raise UsageError(f"expected an RGB image tensor (1, 3, H, W), got {tuple(lr.shape)}")
+        height, width = output_size(lr.shape[-2], lr.shape[-1], opts.scale)
+        reference = pil_resize(lr.clamp(0, 1), height, width)  # [0, 1], CPU: the color-fix reference
+        x = reference * 2 - 1
+
+        timesteps = self.net.choose_timesteps(x.to(self.device), self.fixed_timestep())
+        text = self.net.text_condition(self.text_for(opts.prompt))
+        generator = None
+        if opts.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(opts.seed)
+
+        def tile_fn(crops: torch.Tensor) -> torch.Tensor:
+            y = self.net(crops.to(self.device, non_blocking=True), timesteps, text, generator)
+            return ((y + 1) / 2).cpu()
+
+        out = run_tiled(x, tile_fn, tile=opts.tile, overlap=opts.overlap, batch=opts.tile_batch, on_tile=on_tile)
+        if not torch.isfinite(out).all():
+            raise NumericalError(f"the model produced NaN/inf values in {self.dtype} on {self.device}; "
+                                 f"try --dtype fp32 or bf16")
+        return apply_color_fix(opts.color_fix, out.clamp(0, 1), reference)
+
+    def upscale(self, image: Image.Image, options: UpscaleOptions | None = None, **kwargs) -> Image.Image:
+        """Super-resolve an 8-bit PIL image (converted to RGB); keyword arguments are UpscaleOptions fields."""
+        if kwargs:
+            options = replace(options or UpscaleOptions(), **kwargs)
+        x = pil_to_tensor(image.convert("RGB"))
+        return tensor_to_pil(self.upscale_tensor(x, options))
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    arr = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    # Rounded to nearest (the reference code truncates, which darkens by half a level on average).
+    arr = (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+    return Image.fromarray(arr)

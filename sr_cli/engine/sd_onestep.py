@@ -1,0 +1,160 @@
+"""The SD one-step family (OSEDiff, Hero-SR, DFOSD-style): VAE encode -> one UNet step -> decode.
+
+For a batch ``x`` in [-1, 1] (DESIGN 2a)::
+
+    z   = vae.encode(x).mean * scaling_factor          (a posterior sample when a generator is given)
+    eps = unet(z, t, text_embedding)
+    z0  = (z - sqrt(1 - a_t) * eps) / sqrt(a_t)        a_t = alphas_cumprod[t], computed in float64
+    y   = vae.decode(z0 / scaling_factor).clamp(-1, 1)
+
+This equals ``DDPMScheduler.step`` with a single inference step. ``t`` is fixed (999 for OSEDiff)
+or chosen per image by Hero-SR's Dynamic Time-Step Module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoints import OneStepCheckpoint
+from ..errors import CheckpointFormatError
+from ..lora import attach_adapters, load_component_state, merge_adapters
+from ..nets.dtsm import DynamicTimestepModule
+from .devices import exact_dtype, vae_dtype_for
+
+
+class OneStepSD(nn.Module):
+    """Components of a one-step SD super-resolution model, and its forward pass on a tile batch."""
+
+    def __init__(self, vae, unet, alphas_cumprod: torch.Tensor, text_encoder=None, tokenizer=None,
+                 dtsm: DynamicTimestepModule | None = None, text_embedding: torch.Tensor | None = None):
+        super().__init__()
+        self.vae = vae
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.dtsm = dtsm
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
+        self.learned_text_embedding = None if text_embedding is None else nn.Parameter(text_embedding, requires_grad=False)
+        self.downscale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, base_dir: str | Path, ckpt: OneStepCheckpoint | None = None, merge_lora: bool = True,
+                        needs_text_encoder: bool = True) -> "OneStepSD":
+        """Load the base model (diffusers layout) and apply a one-step checkpoint to it, on the CPU in fp32."""
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+        base_dir = Path(base_dir)
+        vae = AutoencoderKL.from_pretrained(base_dir, subfolder="vae")
+        unet = UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet")
+        # The base model's DDPM schedule (sd-turbo ships an Euler config; its betas are the same kind).
+        scheduler = DDPMScheduler.from_pretrained(base_dir, subfolder="scheduler")
+        text_encoder = tokenizer = None
+        if needs_text_encoder:
+            from transformers import AutoTokenizer, CLIPTextModel
+
+            tokenizer = AutoTokenizer.from_pretrained(base_dir, subfolder="tokenizer")
+            text_encoder = CLIPTextModel.from_pretrained(base_dir, subfolder="text_encoder")
+        ckpt = ckpt or OneStepCheckpoint()
+        attach_adapters(unet, ckpt.unet_adapters)
+        attach_adapters(vae, ckpt.vae_adapters)
+        load_component_state(unet, ckpt.component_state("unet"), "unet")
+        load_component_state(vae, ckpt.component_state("vae"), "vae")
+        dtsm = None
+        if ckpt.dtsm is not None:
+            dtsm = DynamicTimestepModule(**ckpt.dtsm)
+            state = ckpt.component_state("dtsm")
+            try:
+                dtsm.load_state_dict(state)
+            except RuntimeError as e:
+                raise CheckpointFormatError(f"dtsm: {str(e).splitlines()[0]}") from None
+        text_embedding = ckpt.tensors.get("text_embedding")
+        if merge_lora:
+            merge_adapters(unet)
+            merge_adapters(vae)
+        model = cls(vae, unet, scheduler.alphas_cumprod, text_encoder, tokenizer, dtsm, text_embedding)
+        return model.eval().requires_grad_(False)
+
+    def place(self, device: torch.device, dtype: torch.dtype) -> "OneStepSD":
+        """Move to ``device``: UNet in ``dtype``, VAE in ``dtype`` (fp32 if fp16), text encoder and DTSM in fp32."""
+        self.compute_device, self.dtype, self.vae_dtype = device, dtype, vae_dtype_for(dtype)
+        self.unet.to(device=device, dtype=dtype)
+        self.vae.to(device=device, dtype=self.vae_dtype)
+        if self.text_encoder is not None:
+            self.text_encoder.to(device=device, dtype=torch.float32)
+        if self.dtsm is not None:
+            self.dtsm.to(device=device, dtype=torch.float32)
+        if self.learned_text_embedding is not None:
+            self.learned_text_embedding.data = self.learned_text_embedding.data.to(device)
+        self.alphas_cumprod = self.alphas_cumprod.to(device)
+        self._text_cache.clear()
+        return self
+
+    # ------------------------------------------------------------------ per-image conditions
+    def encode_text(self, text: str) -> torch.Tensor:
+        """CLIP last hidden state (after the final LayerNorm) of ``text`` padded to 77 tokens, no mask."""
+        if text not in self._text_cache:
+            if self.text_encoder is None:
+                raise ValueError("this model has no text encoder loaded")
+            ids = self.tokenizer(text, max_length=self.tokenizer.model_max_length, padding="max_length",
+                                 truncation=True, return_tensors="pt").input_ids
+            with torch.inference_mode():
+                emb = self.text_encoder(ids.to(self.text_encoder.device))[0]
+            self._text_cache[text] = emb.float()
+        return self._text_cache[text]
+
+    def text_condition(self, text: str | None) -> torch.Tensor:
+        """The learned embedding when the model has one, else the encoded text."""
+        if self.learned_text_embedding is not None:
+            return self.learned_text_embedding.data.float()
+        return self.encode_text(text or "")
+
+    def choose_timesteps(self, x: torch.Tensor, fixed: int | None) -> torch.Tensor:
+        """Timesteps ``(B,)`` float32: the fixed one, or the DTSM's argmax for each image ``x`` in [-1, 1]."""
+        if fixed is not None:
+            return torch.full((x.shape[0],), float(fixed), device=x.device)
+        if self.dtsm is None:
+            raise ValueError("no fixed timestep and no dynamic time-step module")
+        with torch.inference_mode():
+            return self.dtsm(x.to(next(self.dtsm.parameters()).device, torch.float32)).float()
+
+    # ------------------------------------------------------------------ the one step
+    def x0_from_eps(self, z: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        wide = exact_dtype(z.device)
+        a_t = self.alphas_cumprod.to(wide)[timesteps.long()].view(-1, 1, 1, 1)
+        return (z.to(wide) - (1 - a_t).sqrt() * eps.to(wide)) / a_t.sqrt()
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, text_embedding: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """One-step SR of ``x`` ``(B, 3, H, W)`` in [-1, 1] (any size: padded to the VAE's multiple, cropped back).
+
+        ``timesteps`` has one entry per image (or one for all); returns ``(B, 3, H, W)`` in [-1, 1], float32.
+        """
+        b, _, h, w = x.shape
+        x = pad_to_multiple(x, self.downscale)
+        vae_cfg = self.vae.config
+        posterior = self.vae.encode(x.to(self.vae_dtype)).latent_dist
+        z = posterior.sample(generator) if generator is not None else posterior.mean
+        shift = getattr(vae_cfg, "shift_factor", None) or 0.0
+        z = (z - shift) * vae_cfg.scaling_factor
+        t = timesteps.to(z.device).float().expand(b) if timesteps.numel() == 1 else timesteps.to(z.device).float()
+        cond = text_embedding.to(z.device, self.dtype).expand(b, -1, -1)
+        eps = self.unet(z.to(self.dtype), t, encoder_hidden_states=cond).sample
+        z0 = self.x0_from_eps(z, eps, t)
+        y = self.vae.decode((z0 / vae_cfg.scaling_factor + shift).to(self.vae_dtype)).sample
+        return y[:, :, :h, :w].float().clamp(-1, 1)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad right/bottom to a multiple (reflect where the image is large enough, else replicate)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)

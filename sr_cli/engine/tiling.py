@@ -1,0 +1,117 @@
+"""Tiled processing with smooth blending (DESIGN 5), as small pure tensor functions.
+
+Tiles are laid out in the coordinates of the image the model works on (the upsampled input,
+i.e. output pixels). Every tile runs the whole pipeline; overlaps are blended with raised-cosine
+ramps; tiles at the image border are snapped to it so that every tile has the same size (and
+can be batched). Memory: only the output and weight accumulators are image-sized; tiles stream
+through ``tile_fn`` ``batch`` at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A window ``[top, top+height) x [left, left+width)`` of the image."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets along one axis: stride ``tile - overlap``, the last tile snapped to the end."""
+    if tile <= 0 or length <= tile:
+        return [0]
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile); got overlap={overlap}, tile={tile}")
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
+    """All tiles covering an image, row-major. ``tile <= 0`` means one tile: the whole image."""
+    th = height if tile <= 0 else min(tile, height)
+    tw = width if tile <= 0 else min(tile, width)
+    return [
+        Tile(top, left, th, tw)
+        for top in tile_starts(height, tile, overlap)
+        for left in tile_starts(width, tile, overlap)
+    ]
+
+
+def _ramp(n: int, ramp: int, start_ramp: bool, end_ramp: bool) -> torch.Tensor:
+    w = torch.ones(n, dtype=torch.float32)
+    ramp = min(ramp, n // 2)
+    if ramp > 0:
+        # sin^2 rises from ~0 to ~1 over `ramp` samples and is never exactly 0.
+        r = torch.sin(0.5 * math.pi * (torch.arange(ramp, dtype=torch.float32) + 0.5) / ramp) ** 2
+        if start_ramp:
+            w[:ramp] = r
+        if end_ramp:
+            w[n - ramp :] = torch.minimum(w[n - ramp :], r.flip(0))
+    return w
+
+
+def tile_weights(t: Tile, height: int, width: int, overlap: int) -> torch.Tensor:
+    """Blending weight ``(height, width)`` of one tile: 1 inside, ramps on sides that meet another tile."""
+    wy = _ramp(t.height, overlap, t.top > 0, t.top + t.height < height)
+    wx = _ramp(t.width, overlap, t.left > 0, t.left + t.width < width)
+    return wy[:, None] * wx[None, :]
+
+
+def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
+    for i in range(0, len(tiles), max(1, size)):
+        yield tiles[i : i + max(1, size)]
+
+
+def run_tiled(
+    image: torch.Tensor,
+    tile_fn: Callable[[torch.Tensor], torch.Tensor],
+    tile: int = 512,
+    overlap: int = 64,
+    batch: int = 1,
+    out_channels: int | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Apply ``tile_fn`` (a size-preserving ``(B, C, h, w) -> (B, C', h, w)`` function) tile by tile.
+
+    ``image`` is ``(1, C, H, W)``; the result is ``(1, C', H, W)`` float32 on ``image``'s device.
+    An image no larger than one tile (or ``tile <= 0``) goes through ``tile_fn`` whole.
+    ``on_tile(done, total)`` is called after each batch (progress reporting).
+    """
+    if image.dim() != 4 or image.shape[0] != 1:
+        raise ValueError(f"run_tiled expects a (1, C, H, W) tensor, got {tuple(image.shape)}")
+    _, c, height, width = image.shape
+    tiles = plan_tiles(height, width, tile, overlap)
+    if len(tiles) == 1:
+        out = tile_fn(image).float()
+        if on_tile:
+            on_tile(1, 1)
+        return out
+
+    out_c = out_channels or c
+    acc = torch.zeros((1, out_c, height, width), dtype=torch.float32, device=image.device)
+    acc_w = torch.zeros((1, 1, height, width), dtype=torch.float32, device=image.device)
+    done = 0
+    for group in _batches(tiles, batch):
+        crops = torch.cat([image[:, :, t.top : t.top + t.height, t.left : t.left + t.width] for t in group])
+        result = tile_fn(crops).float().to(image.device)
+        for t, res in zip(group, result):
+            w = tile_weights(t, height, width, overlap).to(image.device)
+            acc[0, :, t.top : t.top + t.height, t.left : t.left + t.width].addcmul_(res, w)
+            acc_w[0, 0, t.top : t.top + t.height, t.left : t.left + t.width].add_(w)
+        done += len(group)
+        del crops, result
+        if on_tile:
+            on_tile(done, len(tiles))
+    return acc.div_(acc_w)

@@ -1,0 +1,223 @@
+"""Getting weights onto disk: the Hugging Face cache, hashed URL downloads, manual files.
+
+Base diffusion models come from the Hugging Face Hub through ``huggingface_hub`` (its cache,
+``HF_HOME``/``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, tokens). One-step weights that live elsewhere
+(a GitHub URL, a Google Drive file the user downloads) go into ``$HF_HOME/srx`` (or
+``$SRX_CACHE``): ``downloads/<model>/<file>``, with their sha256 recorded in
+``sha256.lock.json`` on first download and checked on every later load, and
+``converted/<sha256>/`` holding the safetensors conversion (srx's saved-model layout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from .errors import WeightsIntegrityError, WeightsMissingError
+from .registry import BaseModel, ModelSpec, WeightsSource
+
+# Only what the engine loads: fp32 safetensors and configs (SD repos also hold .bin, fp16, ckpt files).
+BASE_MODEL_FILES = [
+    "model_index.json",
+    "scheduler/*.json",
+    "tokenizer/*",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+]
+LOCK_FILE = "sha256.lock.json"
+
+
+def cache_root() -> Path:
+    if os.environ.get("SRX_CACHE"):
+        return Path(os.environ["SRX_CACHE"]).expanduser()
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "srx"
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- sha256 lock
+
+
+def _lock_path() -> Path:
+    return cache_root() / LOCK_FILE
+
+
+def read_lock() -> dict[str, str]:
+    try:
+        return json.loads(_lock_path().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError:
+        raise WeightsIntegrityError(f"{_lock_path()}: corrupt lock file; delete it to re-record hashes") from None
+
+
+def record_hash(key: str, digest: str) -> None:
+    lock = read_lock()
+    lock[key] = digest
+    path = _lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(lock, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def verify_file(path: Path, key: str, pinned: str | None) -> str:
+    """Hash ``path``; compare with the pinned hash, else with the recorded one (record it if none)."""
+    digest = sha256_file(path)
+    expected = pinned or read_lock().get(key)
+    if expected is None:
+        record_hash(key, digest)
+    elif digest != expected.lower():
+        raise WeightsIntegrityError(
+            f"{path}: sha256 mismatch (expected {expected[:12]}…, file has {digest[:12]}…); the file was not used. "
+            f"Delete it and download again (srx models download), or import the right file (srx models import)"
+        )
+    return digest
+
+
+# ----------------------------------------------------------------------------- base models
+
+
+def resolve_base(base: BaseModel, model_name: str, download: bool = True) -> Path:
+    """Local directory (diffusers layout) of a base model: a path as is, else the Hub snapshot."""
+    if base.path:
+        path = Path(base.path).expanduser()
+        if not (path / "unet").is_dir():
+            raise WeightsMissingError(f"{path}: not a diffusers model directory (no unet/ inside)")
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(base.repo, revision=base.revision, allow_patterns=BASE_MODEL_FILES,
+                                      local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        pass
+    if not download or offline():
+        raise WeightsMissingError(
+            f"base model {base.repo}@{base.revision} for {model_name!r} is not in the Hugging Face cache and srx is "
+            f"offline: run `srx models download {model_name}` with network access, or pass --base DIR"
+        )
+    try:
+        return Path(snapshot_download(base.repo, revision=base.revision, allow_patterns=BASE_MODEL_FILES))
+    except Exception as e:  # network and auth errors of huggingface_hub
+        raise WeightsMissingError(f"could not download base model {base.repo}@{base.revision}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- one-step weights
+
+
+def manual_path(spec: ModelSpec) -> Path:
+    return cache_root() / "downloads" / spec.name / spec.weights.filename
+
+
+def _lock_key(spec: ModelSpec) -> str:
+    return f"{spec.name}/{spec.weights.filename}"
+
+
+def _download_url(url: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            shutil.copyfileobj(resp, out, length=1 << 20)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_weights(spec: ModelSpec, download: bool = True) -> Path:
+    """Local path of a model's weights file, verified against its sha256 (pinned or recorded)."""
+    src: WeightsSource = spec.weights
+    if src.kind == "local":
+        path = Path(src.path).expanduser()
+        if not path.is_file():
+            raise WeightsMissingError(f"{path}: weights file not found")
+        if src.sha256:
+            verify_file(path, f"local:{path}", src.sha256)
+        return path
+    if src.kind == "hub":
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            path = Path(hf_hub_download(src.repo, src.filename, revision=src.revision, local_files_only=True))
+        except (LocalEntryNotFoundError, FileNotFoundError):
+            if not download or offline():
+                raise WeightsMissingError(
+                    f"weights {src.repo}/{src.filename} for {spec.name!r} are not in the Hugging Face cache and srx "
+                    f"is offline: run `srx models download {spec.name}` with network access"
+                ) from None
+            try:
+                path = Path(hf_hub_download(src.repo, src.filename, revision=src.revision))
+            except Exception as e:
+                raise WeightsMissingError(f"could not download {src.repo}/{src.filename}: {e}") from None
+        verify_file(path, _lock_key(spec), src.sha256)
+        return path
+
+    path = manual_path(spec)
+    if not path.is_file():
+        if src.kind == "manual":
+            raise WeightsMissingError(
+                f"{spec.name!r} needs {src.filename}, which is not downloaded automatically. {src.instructions} "
+                f"(it is then kept at {path})"
+            )
+        if not download or offline():
+            raise WeightsMissingError(
+                f"weights {src.filename} for {spec.name!r} are not in the srx cache ({path}) and srx is offline: "
+                f"run `srx models download {spec.name}` with network access, or pass --weights FILE"
+            )
+        try:
+            _download_url(src.url, path)
+        except Exception as e:
+            raise WeightsMissingError(f"could not download {src.url}: {e}") from None
+    verify_file(path, _lock_key(spec), src.sha256)
+    return path
+
+
+def import_weights(spec: ModelSpec, file: Path) -> Path:
+    """Copy a hand-downloaded weights file into the cache (atomically) and record its hash."""
+    dest = manual_path(spec)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    os.close(fd)
+    try:
+        shutil.copyfile(file, tmp)
+        digest = sha256_file(tmp)
+        if spec.weights.sha256 and digest != spec.weights.sha256.lower():
+            raise WeightsIntegrityError(
+                f"{file}: sha256 {digest[:12]}… differs from the pinned {spec.weights.sha256[:12]}…; not imported"
+            )
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    record_hash(_lock_key(spec), digest)
+    return dest
+
+
+def converted_dir(digest: str) -> Path:
+    return cache_root() / "converted" / digest

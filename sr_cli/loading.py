@@ -1,0 +1,85 @@
+"""From a model name (or directory) to a ready ``SRModel``: registry -> files on disk -> engine."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from . import hub
+from .checkpoints import OneStepCheckpoint, read_model_dir, read_model_json, read_published, write_model_dir
+from .errors import CheckpointFormatError, UnknownModelError
+from .registry import BaseModel, ModelSpec, WeightsSource, get_spec, is_model_dir, spec_from_dict
+
+
+def base_override(value: str) -> BaseModel:
+    """``--base``: an existing directory, else a Hub repo id (``org/name`` or ``org/name@revision``)."""
+    if Path(value).expanduser().is_dir():
+        return BaseModel(path=str(Path(value).expanduser()))
+    repo, _, rev = value.partition("@")
+    if repo.count("/") != 1:
+        raise UnknownModelError(f"--base {value!r}: not a directory and not a Hub repo id (org/name)")
+    return BaseModel(repo=repo, revision=rev or "main")
+
+
+def resolve_spec(model: str, base: str | None = None, weights: str | None = None) -> ModelSpec:
+    """The registry entry (or model directory) with ``--base``/``--weights`` overrides applied."""
+    if is_model_dir(model):
+        doc = read_model_json(model)
+        doc.pop("checkpoint", None)
+        doc.setdefault("weights", None)
+        spec = spec_from_dict(Path(model).name, doc, str(Path(model) / "srx_model.json"))
+        spec = replace(spec, weights=WeightsSource(filename="weights.safetensors", path=str(Path(model))))
+    else:
+        spec = get_spec(model)
+    if base:
+        spec = replace(spec, base=base_override(base))
+    if weights:
+        spec = replace(spec, weights=WeightsSource(filename=Path(weights).name, path=weights))
+    return spec
+
+
+def load_checkpoint(spec: ModelSpec, download: bool = True) -> OneStepCheckpoint:
+    """The model's one-step weights: converted once to safetensors in the cache, then read from there."""
+    if spec.weights is None:
+        return OneStepCheckpoint()
+    if spec.weights.path and is_model_dir(spec.weights.path):
+        return read_model_dir(spec.weights.path)[1]
+    path = hub.resolve_weights(spec, download=download)
+    if path.suffix == ".safetensors" or spec.format == "srx":
+        raise CheckpointFormatError(f"{path}: a bare safetensors file is not a model; pass its model directory")
+    digest = hub.sha256_file(path)
+    cached = hub.converted_dir(digest)
+    if is_model_dir(cached):
+        return read_model_dir(cached)[1]
+    ckpt = read_published(path, spec.format)
+    write_model_dir(cached, {"converted_from": str(path), "format": spec.format}, ckpt)
+    return ckpt
+
+
+def load_model(model: str = "osediff", *, base: str | None = None, weights: str | None = None,
+               device: str = "auto", dtype: str = "auto", merge_lora: bool = True, download: bool = True):
+    """Load a model by registry name or saved-model directory, ready to ``upscale``.
+
+    Args:
+        model: a name from ``weights_manifest.toml`` (``srx models list``) or a model directory.
+        base: override the base diffusion model (a diffusers directory or ``org/name[@revision]``).
+        weights: override the one-step weights file (in the model's published format).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        dtype: ``auto`` (bf16/fp16 on GPU, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``.
+        merge_lora: fold LoRA weights into the base weights (faster; keep False to inspect adapters).
+        download: fetch missing files when online (otherwise a missing file is an error).
+    """
+    from .engine.devices import resolve_device, resolve_dtype
+    from .engine.pipeline import SRModel
+    from .engine.sd_onestep import OneStepSD
+
+    spec = resolve_spec(model, base, weights)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    ckpt = load_checkpoint(spec, download=download)
+    if spec.base is None:
+        raise UnknownModelError(f"model {spec.name!r} names no base model; pass --base")
+    base_dir = hub.resolve_base(spec.base, spec.name, download=download)
+    needs_text = spec.defaults.text_condition == "prompt"
+    net = OneStepSD.from_pretrained(base_dir, ckpt, merge_lora=merge_lora, needs_text_encoder=needs_text)
+    return SRModel(spec, net, dev, dt)

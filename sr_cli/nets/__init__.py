@@ -1,0 +1,1 @@
+"""Network definitions: ``nn.Module`` classes only, no file or network I/O."""

@@ -1,0 +1,184 @@
+"""Tiny models of the real architectures, seeded, saved in the real published layouts.
+
+- ``make_tiny_sd``: UNet2DConditionModel + AutoencoderKL + CLIP text encoder/tokenizer + DDPM scheduler
+  at toy sizes, saved in the diffusers layout.
+- ``place_in_hf_cache``: lays a directory out as a Hugging Face Hub cache entry
+  (``models--org--name/refs/main`` + ``snapshots/<commit>/``) so the real hub code finds it offline.
+- ``make_osediff_pkl`` / ``make_hero_sr_pkl``: checkpoints in exactly the authors' key layouts, with
+  random non-zero LoRA weights, written with ``torch.save`` like theirs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+TINY_REPO = "srx-test/tiny-sd"
+TINY_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _bytes_to_unicode() -> list[str]:
+    # GPT-2/CLIP byte-level alphabet (256 printable stand-ins for the bytes).
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def make_tokenizer():
+    from transformers import CLIPTokenizer
+
+    chars = _bytes_to_unicode()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def make_tiny_sd(directory: Path, seed: int = 0) -> Path:
+    """A toy SD base model (diffusers layout) with the real classes and config keys."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=0.18215,
+    )
+    tok = make_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                       num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+                       bos_token_id=len(tok) - 2, eos_token_id=len(tok) - 1, pad_token_id=len(tok) - 1)
+    )
+    # SD 2.1's schedule: scaled_linear betas 0.00085 .. 0.012 over 1000 steps.
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                          clip_sample=False, steps_offset=1, prediction_type="epsilon")
+    unet.save_pretrained(directory / "unet")
+    vae.save_pretrained(directory / "vae")
+    text_encoder.save_pretrained(directory / "text_encoder")
+    tok.save_pretrained(directory / "tokenizer")
+    sched.save_pretrained(directory / "scheduler")
+    (directory / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    return directory
+
+
+def place_in_hf_cache(src: Path, hub_cache: Path, repo: str = TINY_REPO, commit: str = TINY_COMMIT) -> Path:
+    """Copy ``src`` into a Hugging Face cache layout: models--org--name/{refs/main, snapshots/<commit>}."""
+    root = Path(hub_cache) / ("models--" + repo.replace("/", "--"))
+    snapshot = root / "snapshots" / commit
+    shutil.copytree(src, snapshot, dirs_exist_ok=True)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def _peft_state(model, adapters: dict[str, list[str]], rank: int, seed: int, extra=lambda k: False) -> dict:
+    """Attach adapters like the authors do, randomize LoRA weights (non-zero B), return their saved subset."""
+    from peft import LoraConfig
+
+    for name, targets in adapters.items():
+        model.add_adapter(LoraConfig(r=rank, init_lora_weights="gaussian", target_modules=targets), adapter_name=name)
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for k, v in model.state_dict().items():
+        if "lora" in k:
+            state[k] = torch.randn(v.shape, generator=g) * 0.05
+        elif extra(k):
+            state[k] = v + torch.randn(v.shape, generator=g) * 0.05
+    return state
+
+
+def make_osediff_pkl(base_dir: Path, path: Path, rank: int = 4, seed: int = 1) -> Path:
+    """A tiny ``osediff.pkl`` in the published layout (lists of target names, ranks, peft-keyed state dicts)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from sr_cli.lora import osediff_unet_targets, osediff_vae_targets
+
+    unet = UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet")
+    vae = AutoencoderKL.from_pretrained(base_dir, subfolder="vae")
+    enc, dec, others = osediff_unet_targets(unet)
+    vae_targets = osediff_vae_targets(vae)
+    unet_state = _peft_state(unet, {"default_encoder": enc, "default_decoder": dec, "default_others": others}, rank,
+                             seed, extra=lambda k: "conv_in" in k)
+    vae_state = _peft_state(vae, {"default_encoder": vae_targets}, rank, seed + 1)
+    # The authors' lists repeat names (one entry per matching pattern); keep that quirk.
+    ckpt = {
+        "vae_lora_encoder_modules": vae_targets + vae_targets[:3],
+        "unet_lora_encoder_modules": enc,
+        "unet_lora_decoder_modules": dec,
+        "unet_lora_others_modules": others,
+        "rank_unet": rank,
+        "rank_vae": rank,
+        "state_dict_unet": unet_state,
+        "state_dict_vae": vae_state,
+    }
+    torch.save(ckpt, path)
+    return path
+
+
+HERO_UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "conv_out",
+                     "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj"]
+
+
+def make_hero_sr_pkl(base_dir: Path, path: Path, rank: int = 16, seed: int = 2, timesteps=None) -> Path:
+    """A tiny ``hero_sr_model.pkl``: UNet adapter ``default``, VAE adapter ``vae``, and a DTSM state dict."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from sr_cli.lora import osediff_vae_targets
+    from sr_cli.nets.dtsm import HERO_SR_TIMESTEPS, DynamicTimestepModule
+
+    unet = UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet")
+    vae = AutoencoderKL.from_pretrained(base_dir, subfolder="vae")
+    vae_targets = osediff_vae_targets(vae)
+    unet_state = _peft_state(unet, {"default": HERO_UNET_TARGETS}, rank, seed)
+    vae_state = _peft_state(vae, {"vae": vae_targets}, rank, seed + 1)
+    torch.manual_seed(seed)
+    dtsm = DynamicTimestepModule(timesteps or HERO_SR_TIMESTEPS, channels=8, num_blocks=2, hidden=16)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in dtsm.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    ckpt = {
+        "rank_unet": rank,
+        "unet_lora_target_modules": HERO_UNET_TARGETS,
+        "state_dict_unet": unet_state,
+        "rank_vae": rank,
+        "vae_lora_target_modules": vae_targets,
+        "state_dict_vae": vae_state,
+        "state_dict_time_adaptive": dtsm.state_dict(),
+    }
+    torch.save(ckpt, path)
+    return path
