@@ -160,6 +160,10 @@ def resolve_weights(spec: ModelSpec, download: bool = True) -> Path:
         if src.sha256:
             verify_file(path, f"local:{path}", src.sha256)
         return path
+    imported = manual_path(spec)
+    if imported.is_file():  # downloaded from a URL, or imported by hand (`srx models import`)
+        verify_file(imported, _lock_key(spec), src.sha256)
+        return imported
     if src.kind == "hub":
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import LocalEntryNotFoundError

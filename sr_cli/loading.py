@@ -56,6 +56,17 @@ def load_checkpoint(spec: ModelSpec, download: bool = True) -> OneStepCheckpoint
     return ckpt
 
 
+def quiet_libraries() -> None:
+    """Silence diffusers/transformers progress bars and info logs (srx reports progress itself)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+
+
 def load_model(model: str = "osediff", *, base: str | None = None, weights: str | None = None,
                device: str = "auto", dtype: str = "auto", merge_lora: bool = True, download: bool = True):
     """Load a model by registry name or saved-model directory, ready to ``upscale``.
@@ -73,6 +84,7 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
     from .engine.pipeline import SRModel
     from .engine.sd_onestep import OneStepSD
 
+    quiet_libraries()
     spec = resolve_spec(model, base, weights)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)

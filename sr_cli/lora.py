@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 
 from .checkpoints import AdapterSpec
@@ -22,7 +24,10 @@ def attach_adapters(model: nn.Module, adapters: list[AdapterSpec]) -> None:
         return
     for adapter in adapters:
         try:
-            model.add_adapter(lora_config(adapter), adapter_name=adapter.name)
+            with warnings.catch_warnings():
+                # peft warns when a model gets a second adapter: several adapters are the published layout.
+                warnings.filterwarnings("ignore", message=".*multiple adapters.*")
+                model.add_adapter(lora_config(adapter), adapter_name=adapter.name)
         except ValueError as e:
             raise CheckpointFormatError(f"adapter {adapter.name!r} does not fit the base model: {e}") from None
     model.set_adapter([a.name for a in adapters])

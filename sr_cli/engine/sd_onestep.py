@@ -83,12 +83,12 @@ class OneStepSD(nn.Module):
     def place(self, device: torch.device, dtype: torch.dtype) -> "OneStepSD":
         """Move to ``device``: UNet in ``dtype``, VAE in ``dtype`` (fp32 if fp16), text encoder and DTSM in fp32."""
         self.compute_device, self.dtype, self.vae_dtype = device, dtype, vae_dtype_for(dtype)
-        self.unet.to(device=device, dtype=dtype)
-        self.vae.to(device=device, dtype=self.vae_dtype)
+        _move(self.unet, device, dtype)
+        _move(self.vae, device, self.vae_dtype)
         if self.text_encoder is not None:
-            self.text_encoder.to(device=device, dtype=torch.float32)
+            _move(self.text_encoder, device, torch.float32)
         if self.dtsm is not None:
-            self.dtsm.to(device=device, dtype=torch.float32)
+            _move(self.dtsm, device, torch.float32)
         if self.learned_text_embedding is not None:
             self.learned_text_embedding.data = self.learned_text_embedding.data.to(device)
         self.alphas_cumprod = self.alphas_cumprod.to(device)
@@ -148,6 +148,15 @@ class OneStepSD(nn.Module):
         z0 = self.x0_from_eps(z, eps, t)
         y = self.vae.decode((z0 / vae_cfg.scaling_factor + shift).to(self.vae_dtype)).sample
         return y[:, :, :h, :w].float().clamp(-1, 1)
+
+
+def _move(module: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    # Cast only when needed: diffusers warns on every dtype cast through .to().
+    p = next(module.parameters())
+    if p.dtype != dtype:
+        module.to(dtype=dtype)
+    if p.device != device:
+        module.to(device=device)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -1,0 +1,42 @@
+"""The ``srx`` command: wires the subcommands; every heavy import happens inside a command."""
+
+from __future__ import annotations
+
+import typer
+
+from .. import __version__
+from . import models, placeholders
+from .upscale import upscale
+
+app = typer.Typer(
+    name="srx",
+    help="One-step diffusion super-resolution: upscale, evaluate, train and distill.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"srx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """One-step diffusion super-resolution."""
+
+
+app.command()(upscale)
+app.command()(placeholders.train)
+app.command()(placeholders.distill)
+app.command()(placeholders.evaluate)
+app.add_typer(models.app, name="models")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,79 @@
+"""What every command shares: option aliases, error reporting, the console."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import SrxError
+
+# Errors and progress go to stderr; stdout is kept for results (e.g. --json).
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+def report_errors(fn):
+    """Turn SrxErrors into one line on stderr and their exit code; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SrxError as e:
+            if os.environ.get("SRX_DEBUG"):
+                raise
+            err_console.print(f"[red]error:[/red] {e}", soft_wrap=True, markup=True, emoji=False)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+# ----------------------------------------------------------------------------- shared options
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="Model name from `srx models list`, or a saved model directory."),
+]
+BaseOpt = Annotated[
+    Optional[str],
+    typer.Option("--base", help="Override the base diffusion model: a diffusers directory or org/name[@revision]."),
+]
+WeightsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--weights", help="Override the model's weights file (in its published format, e.g. osediff.pkl)."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.")]
+TileOpt = Annotated[
+    Optional[int],
+    typer.Option("--tile", help="Tile size in output pixels (multiple of 8; 0 = no tiling). Default: the model's (512)."),
+]
+OverlapOpt = Annotated[
+    Optional[int], typer.Option("--overlap", help="Tile overlap in output pixels. Default: the model's (64).")
+]
+TileBatchOpt = Annotated[Optional[int], typer.Option("--tile-batch", help="Tiles per forward pass (default 1).")]
+ColorFixOpt = Annotated[
+    Optional[str], typer.Option("--color-fix", help="adain | wavelet | none. Default: the model's (adain).")
+]
+PromptOpt = Annotated[Optional[str], typer.Option("--prompt", help="Text prompt (models with a text condition).")]
+SeedOpt = Annotated[
+    Optional[int],
+    typer.Option("--seed", help="Sample the VAE posterior with this seed (default: its mean, deterministic)."),
+]
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
