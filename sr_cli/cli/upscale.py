@@ -54,7 +54,7 @@ def upscale(
     from PIL import Image
 
     from ..engine.pipeline import UpscaleOptions, pil_to_tensor, tensor_to_pil
-    from ..loading import load_model
+    from ..loading import load_model, resolve_spec
 
     if model is None:
         fail("no --model given and the embedded default model is not available yet; pass --model NAME (see `srx models list`)")
@@ -63,8 +63,9 @@ def upscale(
         fail("no input images found")
     options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
                              prompt=prompt, seed=seed)
-    sr = load_model(model, base=base, weights=str(weights) if weights else None, device=device, dtype=dtype)
-    options.resolved(sr.spec)  # check the options before the first file
+    weights_arg = str(weights) if weights else None
+    options.resolved(resolve_spec(model, base, weights_arg))  # usage errors before any loading
+    sr = load_model(model, base=base, weights=weights_arg, device=device, dtype=dtype)
     failed = 0
     for src in files:
         dest = output_path(src, output, single=len(files) == 1)

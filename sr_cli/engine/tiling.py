@@ -2,7 +2,7 @@
 
 Tiles are laid out in the coordinates of the image the model works on (the upsampled input,
 i.e. output pixels). Every tile runs the whole pipeline; overlaps are blended with raised-cosine
-ramps; tiles at the image border are snapped to it so that every tile has the same size (and
+ramps (see ``ramp_up``); tiles at the image border are snapped to it so that every tile has the same size (and
 can be batched). Memory: only the output and weight accumulators are image-sized; tiles stream
 through ``tile_fn`` ``batch`` at a time.
 """
@@ -49,23 +49,38 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
     ]
 
 
-def _ramp(n: int, ramp: int, start_ramp: bool, end_ramp: bool) -> torch.Tensor:
+def ramp_up(overlap: int) -> torch.Tensor:
+    """Weights across an overlap band, rising from 0 to 1.
+
+    The first ``overlap // 4`` samples are exactly 0 (a tile's own edge, where its content is least
+    reliable, never contributes), then a sin^2 rise over the middle half, then 1. ``ramp_up(i) +
+    ramp_up(overlap - 1 - i) == 1``: two tiles overlapping by exactly ``overlap`` blend to a partition
+    of unity without renormalization, and a local operator whose receptive radius is at most
+    ``overlap // 4`` gives the same result tiled as untiled.
+    """
+    margin = overlap // 4
+    rise = overlap - 2 * margin
+    w = torch.ones(overlap, dtype=torch.float32)
+    w[:margin] = 0
+    if rise > 0:
+        w[margin : margin + rise] = torch.sin(0.5 * math.pi * (torch.arange(rise, dtype=torch.float32) + 0.5) / rise) ** 2
+    return w
+
+
+def _axis_weights(n: int, overlap: int, start_ramp: bool, end_ramp: bool) -> torch.Tensor:
     w = torch.ones(n, dtype=torch.float32)
-    ramp = min(ramp, n // 2)
-    if ramp > 0:
-        # sin^2 rises from ~0 to ~1 over `ramp` samples and is never exactly 0.
-        r = torch.sin(0.5 * math.pi * (torch.arange(ramp, dtype=torch.float32) + 0.5) / ramp) ** 2
-        if start_ramp:
-            w[:ramp] = r
-        if end_ramp:
-            w[n - ramp :] = torch.minimum(w[n - ramp :], r.flip(0))
+    ramp = ramp_up(min(overlap, n))
+    if start_ramp:
+        w[: len(ramp)] = ramp
+    if end_ramp:
+        w[n - len(ramp) :] = torch.minimum(w[n - len(ramp) :], ramp.flip(0))
     return w
 
 
 def tile_weights(t: Tile, height: int, width: int, overlap: int) -> torch.Tensor:
     """Blending weight ``(height, width)`` of one tile: 1 inside, ramps on sides that meet another tile."""
-    wy = _ramp(t.height, overlap, t.top > 0, t.top + t.height < height)
-    wx = _ramp(t.width, overlap, t.left > 0, t.left + t.width < width)
+    wy = _axis_weights(t.height, overlap, t.top > 0, t.top + t.height < height)
+    wx = _axis_weights(t.width, overlap, t.left > 0, t.left + t.width < width)
     return wy[:, None] * wx[None, :]
 
 

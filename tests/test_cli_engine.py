@@ -1,0 +1,147 @@
+"""The CLI over the engine: the issue's done-when commands, models subcommands, errors and exit codes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from reference import authors_style_osediff, clip_embedding, one_step_formula
+from tiny import TINY_REPO
+from typer.testing import CliRunner
+
+from sr_cli.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def img(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "img.png"
+    Image.fromarray((rng.random((16, 24, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_done_when_osediff_matches_formula(hf_home, tiny_sd, osediff_pkl, img, tmp_path):
+    from diffusers import DDPMScheduler
+
+    from sr_cli.engine.resize import pil_resize
+
+    out = tmp_path / "out.png"
+    r = runner.invoke(app, ["upscale", str(img), "--model", "osediff", "--base", str(tiny_sd), "--weights",
+                            str(osediff_pkl), "--color-fix", "none", "--tile", "0", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    got = np.asarray(Image.open(out)).astype(np.float32) / 255
+    assert got.shape == (64, 96, 3)
+
+    lr = torch.from_numpy(np.asarray(Image.open(img)).astype(np.float32) / 255).permute(2, 0, 1)[None]
+    x = pil_resize(lr, 64, 96) * 2 - 1
+    unet, vae = authors_style_osediff(tiny_sd, osediff_pkl)
+    sched = DDPMScheduler.from_pretrained(tiny_sd, subfolder="scheduler")
+    ref = (one_step_formula(unet, vae, sched.alphas_cumprod, x, 999, clip_embedding(tiny_sd, ", ,")) + 1) / 2
+    ref = ref[0].permute(1, 2, 0).numpy()
+    assert np.abs(got - ref).max() <= 0.5 / 255 + 1e-4  # rounding to 8 bits only
+
+
+def test_done_when_hero_sr(hf_home, tiny_sd, hero_pkl, img, tmp_path):
+    out = tmp_path / "hero.png"
+    r = runner.invoke(app, ["upscale", str(img), "--model", "hero-sr", "--base", str(tiny_sd), "--weights",
+                            str(hero_pkl), "--color-fix", "none", "--tile", "0", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert Image.open(out).size == (96, 64)
+
+
+def test_offline_nothing_cached_is_one_line_exit_2(hf_home, img, tmp_path):
+    r = runner.invoke(app, ["upscale", str(img), "--model", "osediff", "-o", str(tmp_path / "o.png")])
+    assert r.exit_code == 2
+    lines = [line for line in r.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "srx models download osediff" in lines[0]
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_manual_weights_message(hf_home, img, tiny_sd, tmp_path):
+    r = runner.invoke(app, ["upscale", str(img), "--model", "hero-sr", "--base", str(tiny_sd), "-o",
+                            str(tmp_path / "o.png")])
+    assert r.exit_code == 2
+    assert "drive.google.com" in r.output and "srx models import hero-sr" in r.output
+
+
+def test_unknown_model_and_bad_options(hf_home, img, osediff_pkl, tiny_sd, tmp_path):
+    r = runner.invoke(app, ["upscale", str(img), "--model", "nope"])
+    assert r.exit_code == 2 and "unknown model 'nope'" in r.output
+    r = runner.invoke(app, ["upscale", str(img), "--model", "osediff", "--base", str(tiny_sd), "--weights",
+                            str(osediff_pkl), "--tile", "100"])
+    assert r.exit_code == 2 and "multiple of 8" in r.output
+    r = runner.invoke(app, ["upscale", str(tmp_path / "missing.png"), "--model", "osediff"])
+    assert r.exit_code == 2 and "missing.png" in r.output
+
+
+def test_models_import_then_verify_and_use(hf_home, hero_pkl, tiny_sd, img, tmp_path):
+    r = runner.invoke(app, ["models", "import", "hero-sr", str(hero_pkl)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["models", "verify", "hero-sr"])
+    assert r.exit_code == 0 and "OK" in r.output
+    out = tmp_path / "o.png"
+    r = runner.invoke(app, ["upscale", str(img), "--model", "hero-sr", "--base", str(tiny_sd), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.is_file()
+    # A corrupted cached file is refused, and not used.
+    from sr_cli import hub
+    from sr_cli.registry import get_spec
+
+    with open(hub.manual_path(get_spec("hero-sr")), "ab") as f:
+        f.write(b"x")
+    r = runner.invoke(app, ["models", "verify", "hero-sr"])
+    assert r.exit_code == 2 and "sha256 mismatch" in r.output
+
+
+def test_models_import_refuses_wrong_format(hf_home, osediff_pkl):
+    r = runner.invoke(app, ["models", "import", "hero-sr", str(osediff_pkl)])
+    assert r.exit_code == 2 and "expected hero-sr-pkl" in r.output
+
+
+def test_models_list_and_info(hf_home):
+    r = runner.invoke(app, ["models", "list"])
+    assert r.exit_code == 0 and "osediff" in r.output and "hero-sr" in r.output
+    r = runner.invoke(app, ["models", "info", "hero-sr"], terminal_width=200)
+    assert r.exit_code == 0
+    assert "Non-Commercial" in r.output and "sd-turbo" in r.output and "dtsm" in r.output
+    r = runner.invoke(app, ["models", "info", "nope"])
+    assert r.exit_code == 2
+
+
+def test_models_download_offline(hf_home):
+    r = runner.invoke(app, ["models", "download", "osediff"])
+    assert r.exit_code == 2 and "offline" in r.output
+
+
+def test_placeholder_commands_are_registered():
+    for cmd in ("train", "distill", "evaluate"):
+        r = runner.invoke(app, [cmd, "--help"])
+        assert r.exit_code == 0
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from sr_cli.cli import app; print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+@pytest.mark.skipif(shutil.which("srx") is None, reason="srx is not installed on PATH")
+def test_installed_srx_subprocess(hf_home, tiny_sd, osediff_pkl, img, tmp_path):
+    out = tmp_path / "sub.png"
+    env = dict(os.environ)
+    cmd = ["srx", "upscale", str(img), "--model", "osediff", "--base", str(tiny_sd), "--weights", str(osediff_pkl),
+           "--color-fix", "none", "--tile", "0", "-o", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    assert Image.open(out).size == (96, 64)
+    p = subprocess.run(["srx", "upscale", str(img), "--model", "osediff"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "srx models download osediff" in p.stderr
