@@ -11,13 +11,20 @@ from sr_cli import load_model
 from sr_cli.engine.pipeline import UpscaleOptions
 from sr_cli.nets.dtsm import DynamicTimestepModule
 
-EXACT = UpscaleOptions(scale=1, tile=0, color_fix="none")
+EXACT = UpscaleOptions(tile=0, color_fix="none")  # native x4, whole image, no color fix
 
 
 @pytest.fixture()
 def lr():
     g = torch.Generator().manual_seed(3)
-    return torch.rand(1, 3, 32, 40, generator=g)
+    return torch.rand(1, 3, 8, 10, generator=g)
+
+
+def upsampled(lr):
+    """The model's input in [-1, 1]: PIL-bicubic x4 (checked against PIL itself in test_resize.py)."""
+    from sr_cli.engine.resize import pil_resize
+
+    return pil_resize(lr, lr.shape[-2] * 4, lr.shape[-1] * 4) * 2 - 1
 
 
 def test_osediff_loads_from_hf_cache_and_matches_formula(hf_home, tiny_sd, osediff_pkl, lr):
@@ -29,7 +36,7 @@ def test_osediff_loads_from_hf_cache_and_matches_formula(hf_home, tiny_sd, osedi
     unet, vae = authors_style_osediff(tiny_sd, osediff_pkl)
     emb = clip_embedding(tiny_sd, ", ,")  # OSEDiff's f"{tags}, {prompt}," with both empty
     sched = DDPMScheduler.from_pretrained(tiny_sd, subfolder="scheduler")
-    x = lr * 2 - 1
+    x = upsampled(lr)
     ref_formula = (one_step_formula(unet, vae, sched.alphas_cumprod, x, 999, emb) + 1) / 2
     ref_ddpm = (one_step_ddpm(unet, vae, sched, x, 999, emb) + 1) / 2
     assert ours.shape == (1, 3, 32, 40)
@@ -77,7 +84,7 @@ def test_hero_sr_dtsm_and_formula(hf_home, tiny_sd, hero_pkl, lr):
     dtsm = DynamicTimestepModule(channels=8, num_blocks=2, hidden=16)
     dtsm.load_state_dict(dtsm_state)
     dtsm.eval()
-    x = lr * 2 - 1
+    x = upsampled(lr)
     # Deterministic: the argmax over the candidate list, input resized to 128x128 (nearest).
     with torch.no_grad():
         feats = torch.nn.functional.interpolate(x, size=(128, 128), mode="nearest")
@@ -104,9 +111,9 @@ def test_hero_sr_adapter_names_and_scale(hf_home, hero_pkl):
 def test_seed_samples_posterior_reproducibly(hf_home, osediff_pkl, lr):
     model = load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
     mean = model.upscale_tensor(lr, EXACT)
-    s1 = model.upscale_tensor(lr, UpscaleOptions(scale=1, tile=0, color_fix="none", seed=7))
-    s2 = model.upscale_tensor(lr, UpscaleOptions(scale=1, tile=0, color_fix="none", seed=7))
-    s3 = model.upscale_tensor(lr, UpscaleOptions(scale=1, tile=0, color_fix="none", seed=8))
+    s1 = model.upscale_tensor(lr, UpscaleOptions(tile=0, color_fix="none", seed=7))
+    s2 = model.upscale_tensor(lr, UpscaleOptions(tile=0, color_fix="none", seed=7))
+    s3 = model.upscale_tensor(lr, UpscaleOptions(tile=0, color_fix="none", seed=8))
     assert torch.equal(s1, s2)
     assert (s1 - s3).abs().max() > 0
     assert (s1 - mean).abs().max() > 0
@@ -118,7 +125,7 @@ def test_prompt_changes_text_condition(hf_home, osediff_pkl, lr):
     assert model.text_for("") == ", ,"
     assert model.text_for("a cat") == ", a cat,"
     a = model.upscale_tensor(lr, EXACT)
-    b = model.upscale_tensor(lr, UpscaleOptions(scale=1, tile=0, color_fix="none", prompt="a cat"))
+    b = model.upscale_tensor(lr, UpscaleOptions(tile=0, color_fix="none", prompt="a cat"))
     assert (a - b).abs().max() > 0
 
 
@@ -178,6 +185,14 @@ def test_scale_gives_exact_output_size(hf_home, osediff_pkl):
     lr = torch.rand(1, 3, 9, 13)
     assert model.upscale_tensor(lr, UpscaleOptions(tile=0)).shape == (1, 3, 36, 52)
     assert model.upscale_tensor(lr, UpscaleOptions(scale=2.5, tile=0)).shape == (1, 3, 22, 32)
+    # Other factors: the model runs at its native x4, then the result is resized (Lanczos).
+    from PIL import Image
+
+    from sr_cli.engine.resize import pil_resize
+
+    native = model.upscale_tensor(lr, UpscaleOptions(tile=0))
+    two = model.upscale_tensor(lr, UpscaleOptions(scale=2, tile=0))
+    assert torch.allclose(two, pil_resize(native, 18, 26, Image.Resampling.LANCZOS), atol=1e-6)
 
 
 def test_tiled_pipeline_close_to_whole(hf_home, osediff_pkl):
@@ -191,3 +206,19 @@ def test_tiled_pipeline_close_to_whole(hf_home, osediff_pkl):
     assert tiled.shape == whole.shape == (1, 3, 80, 108)
     assert calls[-1][0] == calls[-1][1] > 1
     assert torch.isfinite(tiled).all()
+
+
+def test_hero_prompt_space_tokenizes_like_empty(hf_home, hero_pkl):
+    model = load_model("hero-sr", base=TINY_REPO, weights=str(hero_pkl), device="cpu", dtype="fp32")
+    assert model.text_for(model.spec.defaults.prompt) == " "
+    assert torch.equal(model.net.encode_text(" "), model.net.encode_text(""))
+
+
+def test_nan_output_is_an_error(hf_home, osediff_pkl, lr):
+    from sr_cli.errors import NumericalError
+
+    model = load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
+    with torch.no_grad():
+        model.net.vae.decoder.conv_out.bias.fill_(float("nan"))
+    with pytest.raises(NumericalError, match="NaN"):
+        model.upscale_tensor(lr, EXACT)

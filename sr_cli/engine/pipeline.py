@@ -37,7 +37,7 @@ class UpscaleOptions:
     def resolved(self, spec: ModelSpec) -> "UpscaleOptions":
         d = spec.defaults
         opts = UpscaleOptions(
-            scale=d.scale if self.scale is None else float(self.scale),
+            scale=d.scale if self.scale is None else float(self.scale),  # output factor
             tile=d.tile if self.tile is None else int(self.tile),
             overlap=d.overlap if self.overlap is None else int(self.overlap),
             tile_batch=d.tile_batch if self.tile_batch is None else int(self.tile_batch),
@@ -79,6 +79,11 @@ class SRModel:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def native_scale(self) -> float:
+        """The factor the model was trained for (x4 for every published model)."""
+        return self.spec.defaults.scale
+
     def text_for(self, prompt: str) -> str:
         # Tags (OSEDiff's DAPE prompt extractor) are not computed: they stay empty.
         return self.spec.defaults.prompt_template.format(tags="", prompt=prompt)
@@ -95,7 +100,9 @@ class SRModel:
         if lr.dim() != 4 or lr.shape[:2] != (1, 3):
             raise UsageError(f"expected an RGB image tensor (1, 3, H, W), got {tuple(lr.shape)}")
         height, width = output_size(lr.shape[-2], lr.shape[-1], opts.scale)
-        reference = pil_resize(lr.clamp(0, 1), height, width)  # [0, 1], CPU: the color-fix reference
+        # The model runs at its native scale; other factors resize its result (Lanczos) afterwards.
+        native_h, native_w = output_size(lr.shape[-2], lr.shape[-1], self.native_scale)
+        reference = pil_resize(lr.clamp(0, 1), native_h, native_w)  # [0, 1], CPU: the color-fix reference
         x = reference * 2 - 1
 
         timesteps = self.net.choose_timesteps(x.to(self.device), self.fixed_timestep())
@@ -112,7 +119,10 @@ class SRModel:
         if not torch.isfinite(out).all():
             raise NumericalError(f"the model produced NaN/inf values in {self.dtype} on {self.device}; "
                                  f"try --dtype fp32 or bf16")
-        return apply_color_fix(opts.color_fix, out.clamp(0, 1), reference)
+        out = apply_color_fix(opts.color_fix, out.clamp(0, 1), reference)
+        if (native_h, native_w) != (height, width):
+            out = pil_resize(out, height, width, Image.Resampling.LANCZOS)
+        return out
 
     def upscale(self, image: Image.Image, options: UpscaleOptions | None = None, **kwargs) -> Image.Image:
         """Super-resolve an 8-bit PIL image (converted to RGB); keyword arguments are UpscaleOptions fields."""
