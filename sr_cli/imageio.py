@@ -23,8 +23,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import SrxError
+from .limits import DEFAULT_MAX_PIXELS
 
-DEFAULT_MAX_PIXELS = 50_000_000  # input pixels; about 7000x7000
 TEMP_SUFFIX = ".srx-tmp"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FORMAT_BY_NAME = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF",

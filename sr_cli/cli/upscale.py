@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..imageio import DEFAULT_MAX_PIXELS
+from ..limits import DEFAULT_MAX_PIXELS
 from .common import (BaseOpt, ColorFixOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt, SeedOpt,
                      TileBatchOpt, TileOpt, WeightsOpt, err_console, fail, report_errors)
 
