@@ -182,3 +182,48 @@ def make_hero_sr_pkl(base_dir: Path, path: Path, rank: int = 16, seed: int = 2, 
     }
     torch.save(ckpt, path)
     return path
+
+
+def make_tiny_clip(directory: Path, seed: int = 0) -> Path:
+    """A toy CLIP (text + vision towers) with the tiny tokenizer, saved like a Hub CLIP repo."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    tok = make_tokenizer()
+    config = CLIPConfig(
+        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "max_position_embeddings": 77, "bos_token_id": len(tok) - 2,
+                     "eos_token_id": len(tok) - 1, "pad_token_id": len(tok) - 1},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return Path(directory)
+
+
+def make_random_vgg16_cache(torch_home: Path) -> Path:
+    """torchvision's VGG16 weight file, randomly initialized, where torchvision's cache looks for it
+    ($TORCH_HOME/hub/checkpoints), so pyiqa's DISTS builds offline with the real architecture."""
+    import torchvision
+
+    path = Path(torch_home) / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(torchvision.models.vgg16(weights=None).state_dict(), path)
+    return path
+
+
+def make_hq_folder(directory: Path, n: int = 4, size: int = 80, seed: int = 0) -> Path:
+    """Smooth random photographs-like images (low-frequency noise upsampled)."""
+    import numpy as np
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        small = (rng.random((size // 8, size // 8, 3)) * 255).astype(np.uint8)
+        Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC).save(directory / f"hq{i}.png")
+    return directory

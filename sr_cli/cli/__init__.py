@@ -6,6 +6,7 @@ import typer
 
 from .. import __version__
 from . import models, placeholders
+from .train import train
 from .upscale import upscale
 
 app = typer.Typer(
@@ -32,7 +33,7 @@ def _root(
 
 
 app.command()(upscale)
-app.command()(placeholders.train)
+app.command()(train)
 app.command()(placeholders.distill)
 app.command()(placeholders.evaluate)
 app.add_typer(models.app, name="models")

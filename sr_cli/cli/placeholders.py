@@ -5,11 +5,6 @@ from __future__ import annotations
 from .common import fail
 
 
-def train() -> None:
-    """Train a one-step model from a pretrained diffusion model (OSEDiff, Hero-SR, DFOSD recipes)."""
-    fail("`srx train` is not implemented in this version yet")
-
-
 def distill() -> None:
     """Distill a multi-step teacher (ResShift) into a one-step student (SinSR, VPD-SR, HF-Diff)."""
     fail("`srx distill` is not implemented in this version yet")

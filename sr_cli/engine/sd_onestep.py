@@ -111,7 +111,7 @@ class OneStepSD(nn.Module):
     def text_condition(self, text: str | None) -> torch.Tensor:
         """The learned embedding when the model has one, else the encoded text."""
         if self.learned_text_embedding is not None:
-            return self.learned_text_embedding.data.float()
+            return self.learned_text_embedding.float()  # differentiable when training it (DFOSD)
         return self.encode_text(text or "")
 
     def choose_timesteps(self, x: torch.Tensor, fixed: int | None) -> torch.Tensor:
