@@ -1,0 +1,1 @@
+"""Training data: datasets and synthetic degradations."""
