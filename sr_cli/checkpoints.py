@@ -56,6 +56,7 @@ class OneStepCheckpoint:
     tensors: dict[str, Any] = field(default_factory=dict)  # prefixed: unet./vae./dtsm./text_embedding
     dtsm: dict[str, Any] | None = None  # DynamicTimestepModule kwargs when the model has one
     source_format: str = "srx"
+    net: dict[str, Any] | None = None  # the network's kwargs for families with their own network (lite)
 
     def component_state(self, prefix: str) -> dict[str, Any]:
         p = prefix + "."
@@ -67,6 +68,7 @@ class OneStepCheckpoint:
             "unet_adapters": [asdict(a) for a in self.unet_adapters],
             "vae_adapters": [asdict(a) for a in self.vae_adapters],
             "dtsm": self.dtsm,
+            "net": self.net,
         }
 
 
@@ -240,5 +242,6 @@ def read_model_dir(directory: str | Path) -> tuple[dict[str, Any], OneStepCheckp
         tensors=tensors,
         dtsm=cfg.get("dtsm"),
         source_format=cfg.get("source_format", "srx"),
+        net=cfg.get("net"),
     )
     return doc, ckpt

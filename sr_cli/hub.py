@@ -153,6 +153,9 @@ def _download_url(url: str, dest: Path) -> None:
 def resolve_weights(spec: ModelSpec, download: bool = True) -> Path:
     """Local path of a model's weights file, verified against its sha256 (pinned or recorded)."""
     src: WeightsSource = spec.weights
+    if src.kind == "embedded":
+        raise WeightsMissingError(f"the embedded {spec.name!r} model is missing from this installation "
+                                  f"({src.path}); reinstall srx")
     if src.kind == "local":
         path = Path(src.path).expanduser()
         if not path.is_file():

@@ -89,6 +89,10 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     ckpt = load_checkpoint(spec, download=download)
+    if spec.family == "lite":
+        from .engine.lite import OneStepLite
+
+        return SRModel(spec, OneStepLite.from_checkpoint(ckpt), dev, dt)
     if spec.base is None:
         raise UnknownModelError(f"model {spec.name!r} names no base model; pass --base")
     base_dir = hub.resolve_base(spec.base, spec.name, download=download)

@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import ManifestError, UnknownModelError
 
-FAMILIES = ("sd-onestep",)
+FAMILIES = ("sd-onestep", "lite")
 COLOR_FIXES = ("adain", "wavelet", "none")
 TEXT_CONDITIONS = ("prompt", "learned")
 
@@ -58,9 +58,12 @@ class WeightsSource:
     instructions: str = ""
     sha256: str | None = None
     path: str | None = None  # a local file (a --weights override or a model directory)
+    embedded: bool = False  # shipped inside the package (sr_cli/weights/<name>/, a model directory)
 
     @property
     def kind(self) -> str:
+        if self.embedded:
+            return "embedded"
         if self.path:
             return "local"
         if self.repo:
@@ -143,6 +146,8 @@ def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
     if base_spec is not None and not (base_spec.repo or base_spec.path):
         raise ManifestError(f"{where}: [{name}.base] needs 'repo' or 'path'")
     weights_spec = _build(WeightsSource, weights, f"{where}: [{name}.weights]") if weights is not None else None
+    if weights_spec is not None and weights_spec.embedded:
+        weights_spec = _embedded(name, weights_spec)
     if weights_spec is not None and weights_spec.kind == "manual" and not weights_spec.manual:
         raise ManifestError(f"{where}: [{name}.weights] needs one of 'repo', 'url', 'path' or 'manual = true'")
     spec_defaults = _build(Defaults, defaults, f"{where}: [{name}.defaults]")
@@ -151,6 +156,13 @@ def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
     if unknown:
         raise ManifestError(f"{where}: [{name}] unknown key(s) {', '.join(unknown)}")
     return ModelSpec(name=name, base=base_spec, weights=weights_spec, defaults=spec_defaults, **table)
+
+
+def _embedded(name: str, src: WeightsSource) -> WeightsSource:
+    from dataclasses import replace
+
+    folder = resources.files("sr_cli").joinpath("weights", name)
+    return replace(src, path=str(folder))
 
 
 def parse_manifest(text: str, where: str = "weights_manifest.toml") -> dict[str, ModelSpec]:

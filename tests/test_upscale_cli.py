@@ -172,8 +172,8 @@ def test_usage_errors_exit_2(mixed, model_args, tmp_path):
     (tmp_path / "nothing").mkdir()
     r = runner.invoke(app, ["upscale", str(tmp_path / "nothing"), *model_args])
     assert r.exit_code == 2 and "no input images" in r.stderr
-    r = runner.invoke(app, ["upscale", str(mixed / "gray.png")])
-    assert r.exit_code == 2 and "--model" in r.stderr
+    r = runner.invoke(app, ["upscale", str(mixed / "gray.png"), "--model", "nope"])
+    assert r.exit_code == 2 and "unknown model 'nope'" in r.stderr
     r = runner.invoke(app, ["upscale", "--bogus-flag", str(mixed / "gray.png")])
     assert r.exit_code == 2
 

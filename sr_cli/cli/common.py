@@ -45,7 +45,8 @@ def fail(message: str, code: int = 2) -> None:
 # ----------------------------------------------------------------------------- shared options
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Model name from `srx models list`, or a saved model directory."),
+    typer.Option("--model", "-m", help="Model name from `srx models list`, or a saved model directory "
+                 "(default: the embedded `lite` model)."),
 ]
 BaseOpt = Annotated[
     Optional[str],

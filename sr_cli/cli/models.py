@@ -20,6 +20,8 @@ def weights_status(spec: ModelSpec) -> str:
     src = spec.weights
     if src is None:
         return "none needed"
+    if src.kind == "embedded":
+        return "embedded" if Path(src.path, "srx_model.json").is_file() else "missing from this install"
     if src.kind == "hub":
         from huggingface_hub import try_to_load_from_cache
 
@@ -71,7 +73,7 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     if spec.weights is not None:
         w = spec.weights
         source = {"hub": f"hf://{w.repo}/{w.filename}@{w.revision}", "url": w.url or "",
-                  "manual": "manual download", "local": w.path or ""}[w.kind]
+                  "manual": "manual download", "local": w.path or "", "embedded": "inside the package"}[w.kind]
         rows += [("weights", f"{w.filename} ({w.kind}): {source}"), ("weights status", weights_status(spec)),
                  ("sha256", w.sha256 or hub.read_lock().get(f"{spec.name}/{w.filename}", "recorded on first download"))]
         if w.kind in ("url", "manual"):
@@ -103,6 +105,9 @@ def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     if spec.base is not None:
         path = hub.resolve_base(spec.base, spec.name, download=True)
         err_console.print(f"base model: {path}")
+    if spec.weights is not None and spec.weights.kind == "embedded":
+        err_console.print(f"{name}: embedded in the package, nothing to download")
+        return
     if spec.weights is not None:
         path = hub.resolve_weights(spec, download=True)
         err_console.print(f"weights: {path}")
@@ -118,6 +123,12 @@ def verify(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     spec = get_spec(name)
     if spec.weights is None:
         err_console.print(f"{name}: no weights file to verify")
+        return
+    if spec.weights.kind == "embedded":
+        from ..loading import load_checkpoint
+
+        load_checkpoint(spec, download=False)
+        err_console.print(f"{name}: embedded model OK ({spec.weights.path})")
         return
     path = hub.resolve_weights(spec, download=False)  # raises on a missing file or a hash mismatch
     read_published(path, spec.format)

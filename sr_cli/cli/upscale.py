@@ -123,9 +123,7 @@ def upscale(
         fail("--skip-existing and --overwrite exclude each other")
     if max_pixels < 1:
         fail("--max-pixels must be positive")
-    if model is None:
-        fail("no --model given and the embedded default model is not available yet; pass --model NAME "
-             "(see `srx models list`)")
+    model = model or "lite"  # the embedded default: no download, runs on a CPU
     weights_arg = str(weights) if weights else None
     spec = resolve_spec(model, base, weights_arg)
     options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,

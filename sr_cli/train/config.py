@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import UsageError
 
-METHODS = ("osediff", "hero-sr", "dfosd")
+METHODS = ("osediff", "hero-sr", "dfosd", "lite")
 
 # Hero-SR's Table 1 pairs are not in the paper's text; these follow CLIP-IQA's antonym prompts for the
 # attributes the paper names (quality, sharpness, noise, clarity) plus naturalness.
@@ -63,9 +63,12 @@ class TrainConfig:
     w_id_sal: float = 0.0
     w_ea_dists: float = 0.0
     w_adv: float = 0.0
+    w_l1: float = 0.0  # pixel L1 (Charbonnier), the lite model's loss
     lpips_net: str = "vgg"  # LPIPS trunk (OSEDiff uses vgg)
     perceptual_pretrained: bool = True  # False: LPIPS/DISTS/CLIP with random weights (tests, offline smoke runs)
     clip_model: str = "openai/clip-vit-base-patch32"  # CLIP for Hero-SR's TD-PAL / ID-SAL (a Hub id or a directory)
+    lite_channels: list[int] = field(default_factory=lambda: [48, 96, 160])  # lite UNet widths
+    lite_blocks: int = 2  # lite residual blocks per level and direction
     # bookkeeping
     checkpoint_every: int = 500  # steps between checkpoints (and at the end)
     validate_every: int = 500  # steps between validation images (0: never)
@@ -90,7 +93,8 @@ class TrainConfig:
         return asdict(self)
 
     @property
-    def base_or_default(self) -> str:
+    def base_or_default(self) -> str | None:
+        """The base diffusion model (None for the lite model, which has none)."""
         return self.base or METHOD_DEFAULTS[self.method]["base"]
 
 
@@ -106,6 +110,10 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "dfosd": {"base": "stabilityai/stable-diffusion-2-1-base", "lora_rank": 16, "lora_alpha": 16.0, "lr": 5e-5,
               "lr_aux": 5e-7, "w_mse": 1.0, "w_lpips": 0.0, "w_vsd": 0.0, "w_ea_dists": 1.0, "w_adv": 5e-3,
               "timestep": 999},
+    # srx's embedded lite model: a small x0-predicting UNet in the pixel-unshuffle latent, pixel L1 only,
+    # trained on a mix of Real-ESRGAN degradations and plain bicubic downsampling.
+    "lite": {"base": None, "lr": 2e-4, "w_mse": 0.0, "w_lpips": 0.0, "w_vsd": 0.0, "w_l1": 1.0, "resolution": 128,
+             "batch_size": 16, "bicubic_prob": 0.5, "weight_decay": 0.0, "timestep": 0},
 }
 
 

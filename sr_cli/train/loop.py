@@ -39,10 +39,12 @@ class TrainResult:
     seconds: float
 
 
-def resolve_base_dir(cfg: TrainConfig) -> Path:
+def resolve_base_dir(cfg: TrainConfig) -> Path | None:
     from .. import hub
     from ..loading import base_override
 
+    if cfg.base_or_default is None:  # the lite model has no base model
+        return None
     return hub.resolve_base(base_override(cfg.base_or_default), f"train:{cfg.method}")
 
 
@@ -194,6 +196,7 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
         (output / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     base_dir = resolve_base_dir(cfg)
     dataset = CropDataset(cfg.data, cfg.resolution, cfg.scale)
+    torch.manual_seed(cfg.seed)  # LoRA/DTSM/discriminator init: the same in every process and every run
     method = build_method(cfg, base_dir)
     gen_opt, aux_opt = make_optimizers(method, cfg)
     start = 0

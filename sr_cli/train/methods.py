@@ -354,7 +354,52 @@ class DFOSDMethod(OneStepMethod):
         return terms
 
 
-METHOD_CLASSES = {"osediff": OSEDiffMethod, "hero-sr": HeroSRMethod, "dfosd": DFOSDMethod}
+class LiteMethod(nn.Module):
+    """srx's lite model: pixel L1 (Charbonnier) of the one-step x0 prediction in the pixel-unshuffle latent."""
+
+    name = "lite"
+
+    def __init__(self, cfg: TrainConfig, base_dir: Path | None = None):
+        super().__init__()
+        from ..engine.lite import OneStepLite
+        from ..nets.lite import LiteUNet
+
+        self.cfg = cfg
+        self.net_config = {"latent_factor": cfg.scale, "channels": list(cfg.lite_channels), "blocks": cfg.lite_blocks}
+        self.net = OneStepLite(LiteUNet(**self.net_config))
+        self.net.dtype = torch.float32
+        self.net.unet.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def forward(self, lq: torch.Tensor, hq: torch.Tensor) -> dict[str, torch.Tensor]:
+        from ..engine.resize import pil_resize
+
+        # The engine upsamples with PIL's bicubic: train on exactly that input.
+        h, w = hq.shape[-2:]
+        x = torch.cat([pil_resize(lq[i : i + 1].detach().float().cpu(), h, w) for i in range(lq.shape[0])])
+        sr = (self.net(x.to(hq.device) * 2 - 1) + 1) / 2
+        l1 = ((sr - hq) ** 2 + 1e-6).sqrt().mean()
+        return {"l1": l1, "total": self.cfg.w_l1 * l1}
+
+    def export(self) -> tuple[dict[str, Any], OneStepCheckpoint]:
+        tensors = {f"net.{k}": v.detach().cpu().clone() for k, v in self.net.unet.state_dict().items()}
+        ckpt = OneStepCheckpoint(tensors=tensors, net=self.net_config, source_format="srx")
+        spec = {
+            "family": "lite",
+            "format": "srx",
+            "description": "srx lite: small one-step x0 model in the pixel-unshuffle latent (trained with `srx train --method lite`)",
+            "paper": "",
+            "license": "Apache-2.0",
+            "base": None,
+            "defaults": {"scale": self.cfg.scale, "timestep": 0, "text_condition": "prompt", "prompt_template": "",
+                         "prompt": "", "color_fix": "none", "tile": 512, "overlap": 64},
+        }
+        return spec, ckpt
+
+
+METHOD_CLASSES = {"osediff": OSEDiffMethod, "hero-sr": HeroSRMethod, "dfosd": DFOSDMethod, "lite": LiteMethod}
 
 
 def build_method(cfg: TrainConfig, base_dir: Path) -> OneStepMethod:

@@ -1,0 +1,107 @@
+"""The lite family: network, engine formula, training method, export, and the embedded default model."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from sr_cli.cli import app
+from sr_cli.engine.pipeline import UpscaleOptions
+from sr_cli.engine.resize import pil_resize
+from sr_cli.nets.lite import LiteUNet
+from sr_cli.train.config import resolve_config
+from sr_cli.train.loop import export_model, make_optimizers
+from sr_cli.train.methods import build_method
+
+runner = CliRunner()
+
+
+def tiny_lite_cfg(tmp_path, **kw):
+    values = dict(data=["unused"], output=str(tmp_path / "lite"), resolution=64, batch_size=2, lite_channels=[8, 16, 24],
+                  lite_blocks=1, max_steps=2, checkpoint_every=1, log_every=1, validate_every=0)
+    values.update(kw)
+    return resolve_config("lite", None, **values)
+
+
+def test_unet_starts_as_identity_and_keeps_shape():
+    net = LiteUNet(4, (8, 16, 24), 1)
+    z = torch.randn(2, 48, 16, 12)
+    assert torch.equal(net(z), z)  # zero-initialized output conv: x0 = x_T before training
+    assert net.multiple == 16
+
+
+def test_engine_output_equals_formula(tmp_path):
+    from sr_cli import load_model
+
+    torch.manual_seed(0)
+    method = build_method(tiny_lite_cfg(tmp_path), None)
+    torch.nn.init.normal_(method.net.unet.conv_out.weight, std=0.05)
+    model_dir = export_model(method, tmp_path / "m")
+    model = load_model(str(model_dir), device="cpu", dtype="fp32")
+    lr = torch.rand(1, 3, 9, 11, generator=torch.Generator().manual_seed(1))
+    ours = model.upscale_tensor(lr, UpscaleOptions(tile=0))
+    # Independent: PIL-bicubic x4, to [-1,1], reflect-pad to 16, pixel-unshuffle, UNet, pixel-shuffle, crop.
+    x = pil_resize(lr, 36, 44) * 2 - 1
+    xp = F.pad(x, (0, 4, 0, 12), mode="reflect")
+    with torch.no_grad():
+        y = F.pixel_shuffle(method.net.unet(F.pixel_unshuffle(xp, 4)), 4)[:, :, :36, :44].clamp(-1, 1)
+    assert ours.shape == (1, 3, 36, 44)
+    assert torch.allclose(ours, (y + 1) / 2, atol=1e-5)
+    assert (ours - (x + 1) / 2).abs().max() > 1e-3  # not just the bicubic input
+
+
+def test_lite_learns_and_exports(tmp_path):
+    cfg = tiny_lite_cfg(tmp_path, lr=1e-3)
+    method = build_method(cfg, None)
+    opt, aux = make_optimizers(method, cfg)
+    assert aux is None
+    hq = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    hq = F.interpolate(F.avg_pool2d(hq, 2), scale_factor=2, mode="nearest")  # detail bicubic cannot restore
+    lq = F.interpolate(hq, scale_factor=0.25, mode="bicubic", antialias=True)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        terms = method(lq, hq)
+        assert torch.isfinite(terms["l1"])
+        terms["total"].backward()
+        assert all(p.grad is not None for p in method.net.unet.parameters())
+        opt.step()
+        losses.append(terms["total"].item())
+    assert losses[-1] < losses[0]
+    spec, ckpt = method.export()
+    assert spec["family"] == "lite" and ckpt.net == {"latent_factor": 4, "channels": [8, 16, 24], "blocks": 1}
+
+
+def test_train_cli_lite_end_to_end(tmp_path):
+    from tiny import make_hq_folder
+
+    data = make_hq_folder(tmp_path / "hq", n=3, size=96)
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--method", "lite", "--data", str(data), "--output", str(out), "--resolution",
+                            "64", "--batch-size", "2", "--max-steps", "2", "--checkpoint-every", "2", "--log-every", "1"])
+    assert r.exit_code == 0, r.output
+    assert (out / "srx_model.json").is_file() and (out / "checkpoints" / "step-000002" / "state.json").is_file()
+    r = runner.invoke(app, ["upscale", str(data / "hq0.png"), "--model", str(out), "-o", str(tmp_path / "o.png")])
+    assert r.exit_code == 0, r.output
+
+
+EMBEDDED = Path(__file__).parent.parent / "sr_cli" / "weights" / "lite" / "weights.safetensors"
+
+
+@pytest.mark.skipif(not EMBEDDED.exists(), reason="embedded lite weights not built yet")
+def test_embedded_default_model(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert EMBEDDED.stat().st_size <= 20 * 1024 * 1024
+    img = tmp_path / "x.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((20, 24, 3)) * 255).astype(np.uint8)).save(img)
+    r = runner.invoke(app, ["upscale", str(img), "-o", str(tmp_path / "y.png")])  # no --model: lite
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "y.png").size == (96, 80)
+    r = runner.invoke(app, ["models", "list"], terminal_width=200)
+    assert "lite" in r.output and "embedded" in r.output
