@@ -39,5 +39,13 @@ app.command()(placeholders.evaluate)
 app.add_typer(models.app, name="models")
 
 
+@app.command()
+def sample() -> None:
+    """Print the path of a small sample photograph shipped with srx (NASA's astronaut, public domain, 128x128)."""
+    from importlib import resources
+
+    typer.echo(str(resources.files("sr_cli").joinpath("samples", "astronaut_lr.png")))
+
+
 def main() -> None:
     app()
