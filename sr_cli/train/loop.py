@@ -205,6 +205,10 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
         if ckpt is None:
             raise UsageError(f"--resume: no checkpoint in {output / CHECKPOINTS}")
         start = load_checkpoint(ckpt, method, gen_opt, aux_opt)
+        # The optimizer state carries the old learning rates: the current config's win (e.g. a lower --lr).
+        for opt, lr in ((gen_opt, cfg.lr), (aux_opt, cfg.lr_aux)):
+            for group in opt.param_groups if opt is not None else []:
+                group["lr"] = lr
         echo(f"resumed from {ckpt} (step {start})")
     aux = aux_module(method)
     method, gen_opt = accelerator.prepare(method, gen_opt)
