@@ -6,6 +6,7 @@ import typer
 
 from .. import __version__
 from . import models, placeholders
+from .evaluate import evaluate
 from .train import train
 from .upscale import upscale
 
@@ -35,7 +36,7 @@ def _root(
 app.command()(upscale)
 app.command()(train)
 app.command()(placeholders.distill)
-app.command()(placeholders.evaluate)
+app.command()(evaluate)
 app.add_typer(models.app, name="models")
 
 

@@ -9,7 +9,3 @@ def distill() -> None:
     """Distill a multi-step teacher (ResShift) into a one-step student (SinSR, VPD-SR, HF-Diff)."""
     fail("`srx distill` is not implemented in this version yet")
 
-
-def evaluate() -> None:
-    """Run the papers' benchmarks and metrics on a model."""
-    fail("`srx evaluate` is not implemented in this version yet")

@@ -1,0 +1,165 @@
+"""``srx evaluate``: a model on a benchmark with the papers' metrics, our numbers beside the papers'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import (BaseOpt, ColorFixOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt, SeedOpt,
+                     TileBatchOpt, TileOpt, WeightsOpt, err_console, fail, out_console, report_errors)
+
+
+def _infer_scale(eval_set) -> float | None:
+    """The LR -> HR factor of a paired folder, from its first pair (None when unpaired)."""
+    from PIL import Image
+
+    sample = eval_set.samples[0]
+    if sample.hr is None:
+        return None
+    try:
+        with Image.open(sample.lr) as lr, Image.open(sample.hr) as hr:
+            return round(hr.size[0] / lr.size[0], 3)
+    except OSError:
+        return None
+
+
+@report_errors
+def evaluate(
+    dataset: Annotated[str, typer.Option(
+        "--dataset", "-d", help="A benchmark name (drealsr, realsr, div2k-val, realset65, reallq250) or a folder "
+                                "with HR/ and LR/ (paired) or of images alone (no-reference metrics only).",
+        show_default=False)],
+    dataset_dir: Annotated[Optional[Path], typer.Option(
+        "--dataset-dir", help="Where a named benchmark already is on disk (instead of downloading it).")] = None,
+    model: ModelOpt = None,
+    base: BaseOpt = None,
+    weights: WeightsOpt = None,
+    outputs: Annotated[Optional[Path], typer.Option(
+        "--outputs", help="Score SR images that already exist in this folder (named like the LR images) "
+                          "instead of running a model; --model then only names whose results they are.")] = None,
+    baseline: Annotated[Optional[str], typer.Option(
+        "--baseline", help="Also evaluate a baseline through the same code: bicubic.")] = None,
+    metrics: Annotated[Optional[str], typer.Option(
+        "--metrics", help="Comma-separated metrics (default: psnr,ssim,lpips,dists,fid,niqe,musiq,maniqa,clipiqa; "
+                          "also ms_ssim, topiq_nr, hyperiqa, arniqa, tres, qalign).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N images (quick runs).")] = None,
+    tile: TileOpt = None,
+    overlap: OverlapOpt = None,
+    tile_batch: TileBatchOpt = None,
+    color_fix: ColorFixOpt = None,
+    prompt: PromptOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    save_dir: Annotated[Optional[Path], typer.Option(
+        "--save-images", help="Copy the SR outputs into this folder.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option(
+        "--json", help="Write per-image and mean values (and the papers' numbers) as JSON.")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option(
+        "--csv", help="Write per-image and mean values as CSV.")] = None,
+    sheet: Annotated[Optional[Path], typer.Option(
+        "--sheet", help="Write a comparison sheet PNG (LR | bicubic | SR | HR centre crops).")] = None,
+    sheet_images: Annotated[int, typer.Option("--sheet-images", help="Rows on the comparison sheet.")] = 4,
+    recompute: Annotated[bool, typer.Option(
+        "--recompute", help="Ignore cached SR outputs and run the model again.")] = False,
+) -> None:
+    """Evaluate a model on a benchmark with the papers' protocol (pyiqa metrics, PSNR/SSIM on Y of YCbCr).
+
+    SR outputs are cached per (model, dataset, settings): running again with other metrics does not
+    run the model again. Exit codes: 0 every image and metric computed, 1 some image or metric
+    failed (the rest is reported), 2 usage error.
+    """
+    import shutil
+
+    from ..engine.devices import resolve_device
+    from ..engine.pipeline import UpscaleOptions
+    from ..evaluate.datasets import resolve_dataset
+    from ..evaluate.metrics import MetricSuite, parse_metric_list
+    from ..evaluate.report import report_csv, report_json, summary_table, write_json, write_text
+    from ..evaluate.runner import BASELINES, BicubicBaseline, FolderSystem, ModelSystem, comparison_sheet, save_images
+
+    if limit is not None and limit < 1:
+        fail("--limit must be positive")
+    if baseline is not None and baseline not in BASELINES:
+        fail(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
+    if sheet_images < 1:
+        fail("--sheet-images must be positive")
+    label = model  # with --outputs: whose results these are (for the papers' column)
+    model = model or "lite"
+    if dataset_dir is not None and Path(dataset).expanduser().is_dir():
+        fail("--dataset-dir locates a named benchmark; --dataset is already a folder")
+    eval_set = resolve_dataset(dataset, dataset_dir).limited(limit)
+    for note in eval_set.notes:
+        err_console.print(f"note: {note}", soft_wrap=True, markup=False)
+    metric_defs = parse_metric_list(metrics, eval_set.paired)
+
+    from ..evaluate.datasets import dataset_registry
+
+    named = dataset_registry().get(eval_set.name) if dataset in dataset_registry() else None
+    scale = float(named.scale) if named else _infer_scale(eval_set)
+    options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
+                             prompt=prompt, seed=seed)
+    systems = []
+    if outputs is not None:
+        if weights or base:
+            fail("--outputs scores existing images: it excludes --weights/--base")
+        systems.append(FolderSystem(outputs, label))
+        if baseline == "bicubic":
+            systems.append(BicubicBaseline(scale or 4.0))
+    elif model == "bicubic":
+        systems.append(BicubicBaseline(scale or 4.0))
+    else:
+        system = ModelSystem(model, options, base=base, weights=str(weights) if weights else None,
+                             device=device, dtype=dtype)
+        systems.append(system)
+        scale = scale or system.options.scale
+        if baseline == "bicubic":
+            systems.append(BicubicBaseline(scale))
+
+    suite = MetricSuite(metric_defs, resolve_device(device))
+    for message in suite.unavailable.values():
+        err_console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+
+    results = []
+    for system in systems:
+        if recompute:
+            from ..evaluate.runner import cache_dir_for
+
+            shutil.rmtree(cache_dir_for(system, eval_set, scale), ignore_errors=True)
+        result = _run_with_progress(system, eval_set, suite, scale)
+        for img in result.failed:
+            err_console.print(f"[red]error:[/red] {img.error}", soft_wrap=True, highlight=False)
+        results.append(result)
+
+    names = [m.name for m in metric_defs]
+    out_console.print(summary_table(results, names, eval_set.paper_name, suite.unavailable))
+    if json_path:
+        write_json(json_path, report_json(results, eval_set.paper_name, suite.unavailable))
+    if csv_path:
+        write_text(csv_path, report_csv(results, names))
+    if save_dir:
+        n = save_images(results[0], eval_set, save_dir)
+        err_console.print(f"saved {n} SR images to {save_dir}", markup=False)
+    if sheet:
+        comparison_sheet(eval_set, {r.system: r for r in results}, sheet, count=sheet_images)
+    if suite.unavailable or any(r.failed for r in results):
+        raise typer.Exit(1)
+
+
+def _run_with_progress(system, eval_set, suite, scale):
+    from ..evaluate.runner import evaluate_system
+
+    total = len(eval_set.samples)
+    if not err_console.is_terminal:
+        return evaluate_system(system, eval_set, suite, scale)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as progress:
+        sr_task = progress.add_task(f"{system.name}: super-resolve", total=total)
+        score_task = progress.add_task(f"{system.name}: metrics", total=total)
+        return evaluate_system(system, eval_set, suite, scale,
+                               on_image=lambda s, e: progress.advance(sr_task),
+                               on_score=lambda s: progress.advance(score_task))

@@ -1,0 +1,335 @@
+"""Run a system (a model through the engine, or a plain bicubic baseline) over an EvalSet and score it.
+
+SR outputs are 8-bit PNGs in a cache folder keyed by (system, dataset, settings): a second run with
+more metrics reads them back instead of running the model again (the model is loaded only when an
+output is missing). Metrics are computed on those PNGs, as the papers' scripts compute them on saved
+results.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..engine.pipeline import UpscaleOptions, tensor_to_pil
+from ..engine.resize import output_size, pil_resize
+from ..errors import SrxError, UsageError
+from ..imageio import encode_image, read_image, write_atomic
+from .datasets import IMAGE_SUFFIXES, EvalSet, Sample
+from .metrics import MetricSuite
+
+BASELINES = ("bicubic",)
+
+
+@dataclass
+class ImageResult:
+    name: str
+    values: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    cached: bool = False  # the SR image came from the cache
+
+
+@dataclass
+class SystemResult:
+    """One system's results on one dataset."""
+
+    system: str  # model name / directory, or "bicubic"
+    dataset: str
+    sr_dir: Path
+    settings: dict
+    images: list[ImageResult]
+    set_values: dict[str, float] = field(default_factory=dict)
+    model_runs: int = 0  # images the model actually processed (0 when everything came from the cache)
+    sr_files: dict[str, Path | None] = field(default_factory=dict)  # by sample name
+
+    def sr_file(self, name: str) -> Path | None:
+        path = self.sr_files.get(name)
+        return path if path is not None and path.is_file() else None
+
+    def means(self) -> dict[str, float]:
+        keys = dict.fromkeys(k for r in self.images for k in r.values)
+        out = {k: float(np.mean([r.values[k] for r in self.images if k in r.values])) for k in keys}
+        out.update(self.set_values)
+        return out
+
+    @property
+    def failed(self) -> list[ImageResult]:
+        return [r for r in self.images if r.error]
+
+    def to_json(self) -> dict:
+        return {
+            "system": self.system,
+            "dataset": self.dataset,
+            "settings": self.settings,
+            "sr_dir": str(self.sr_dir),
+            "mean": self.means(),
+            "images_scored": sum(1 for r in self.images if not r.error),
+            "images_failed": len(self.failed),
+            "per_image": [{"image": r.name, **r.values, **({"error": r.error} if r.error else {})}
+                          for r in self.images],
+        }
+
+
+class System:
+    """What produces SR images: ``upscale(lr) -> sr`` tensors (1, 3, H, W) in [0, 1]."""
+
+    name: str
+
+    def fingerprint(self) -> dict:
+        raise NotImplementedError
+
+    def upscale(self, lr: torch.Tensor, on_tile=None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BicubicBaseline(System):
+    """Plain upsampling with the engine's own PIL-bicubic resize (the SR models' input upsampler)."""
+
+    def __init__(self, scale: float):
+        self.name = "bicubic"
+        self.scale = scale
+
+    def fingerprint(self) -> dict:
+        return {"system": "bicubic", "scale": self.scale, "resize": "pil-bicubic-float"}
+
+    def upscale(self, lr: torch.Tensor, on_tile=None) -> torch.Tensor:
+        h, w = output_size(lr.shape[-2], lr.shape[-1], self.scale)
+        return pil_resize(lr.clamp(0, 1), h, w)
+
+
+class ModelSystem(System):
+    """A model of the engine, loaded on first use (never when every output is already cached)."""
+
+    def __init__(self, model: str, options: UpscaleOptions, *, base: str | None = None, weights: str | None = None,
+                 device: str = "auto", dtype: str = "auto"):
+        from ..loading import resolve_spec
+
+        self.name = model
+        self.spec = resolve_spec(model, base, weights)
+        self.options = options.resolved(self.spec)
+        self.base, self.weights, self.device, self.dtype = base, weights, device, dtype
+        self._model = None
+
+    def fingerprint(self) -> dict:
+        from ..engine.devices import resolve_device, resolve_dtype
+
+        dev = resolve_device(self.device)
+        spec = self.spec.to_dict()
+        opts = replace(self.options, tile_batch=None)  # batching does not change results
+        return {"system": "model", "spec": spec, "weights_file": _file_identity(self.spec),
+                "options": opts.__dict__, "device": dev.type, "dtype": str(resolve_dtype(self.dtype, dev))}
+
+    @property
+    def model(self):
+        if self._model is None:
+            from ..loading import load_model
+
+            self._model = load_model(self.name, base=self.base, weights=self.weights, device=self.device,
+                                     dtype=self.dtype)
+        return self._model
+
+    def upscale(self, lr: torch.Tensor, on_tile=None) -> torch.Tensor:
+        return self.model.upscale_tensor(lr, self.options, on_tile=on_tile)
+
+
+class FolderSystem(System):
+    """SR images that already exist (another tool's results): ``<folder>/<LR stem>.<ext>``, scored as they are."""
+
+    def __init__(self, folder: Path, label: str | None = None):
+        self.folder = Path(folder).expanduser()
+        if not self.folder.is_dir():
+            raise UsageError(f"{self.folder}: folder of SR results not found")
+        self.name = label or self.folder.name
+
+    def fingerprint(self) -> dict:
+        return {"system": "folder", "path": str(self.folder.resolve())}
+
+    def find(self, sample: Sample) -> Path | None:
+        for path in sorted(self.folder.glob(f"{glob.escape(sample.name)}.*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                return path
+        return None
+
+
+def _file_identity(spec) -> dict | None:
+    """Size and modification time of a model's local weights (a retrained model directory is a new system)."""
+    src = spec.weights
+    if src is None or not src.path:
+        if src is not None and src.sha256:
+            return {"sha256": src.sha256}
+        from ..hub import read_lock
+
+        return {"sha256": read_lock().get(f"{spec.name}/{src.filename}")} if src is not None else None
+    path = Path(src.path)
+    files = [path / "weights.safetensors", path / "srx_model.json"] if path.is_dir() else [path]
+    out = {}
+    for f in files:
+        if f.is_file():
+            st = f.stat()
+            out[f.name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def cache_dir_for(system: System, eval_set: EvalSet, scale: float) -> Path:
+    from ..hub import cache_root
+
+    key = {"system": system.fingerprint(), "dataset": eval_set.name, "root": str(eval_set.root.resolve()),
+           "scale": scale}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(system.name).name)
+    return cache_root() / "eval" / f"{label}-{eval_set.name}-{digest}"
+
+
+def read_rgb(path: Path) -> torch.Tensor:
+    """An image as (1, 3, H, W) float in [0, 1], as the papers' scripts read it (8-bit RGB)."""
+    return read_image(path).color
+
+
+def produce_outputs(system: System, eval_set: EvalSet, sr_dir: Path,
+                    on_image: Callable[[Sample, str | None], None] | None = None) -> tuple[dict[str, str], int]:
+    """Make sure ``sr_dir/<name>.png`` exists for every sample; returns (errors by name, model runs)."""
+    sr_dir.mkdir(parents=True, exist_ok=True)
+    errors: dict[str, str] = {}
+    runs = 0
+    for sample in eval_set.samples:
+        dest = sr_dir / f"{sample.name}.png"
+        if dest.is_file():
+            if on_image:
+                on_image(sample, None)
+            continue
+        try:
+            lr = read_image(sample.lr).color
+            sr = system.upscale(lr)
+            write_atomic(dest, encode_image(sr, None, "PNG"), overwrite=True)
+            runs += 1
+        except SrxError as e:
+            errors[sample.name] = str(e)
+        if on_image:
+            on_image(sample, errors.get(sample.name))
+    return errors, runs
+
+
+def _linked_folder(files: list[Path], parent: Path) -> Path:
+    """A temporary folder holding exactly ``files`` (symlinks, copies where links are not possible)."""
+    folder = Path(tempfile.mkdtemp(prefix=".fid-", dir=parent))
+    for f in files:
+        try:
+            os.symlink(f.resolve(), folder / f.name)
+        except OSError:
+            shutil.copyfile(f, folder / f.name)
+    return folder
+
+
+def evaluate_system(system: System, eval_set: EvalSet, suite: MetricSuite, scale: float,
+                    on_image: Callable[[Sample, str | None], None] | None = None,
+                    on_score: Callable[[Sample], None] | None = None) -> SystemResult:
+    settings = system.fingerprint()
+    if isinstance(system, FolderSystem):
+        sr_dir, runs = system.folder, 0
+        sr_files = {s.name: system.find(s) for s in eval_set.samples}
+        errors = {name: f"{system.folder}: no SR image named {name}.*" for name, p in sr_files.items() if p is None}
+    else:
+        sr_dir = cache_dir_for(system, eval_set, scale)
+        errors, runs = produce_outputs(system, eval_set, sr_dir, on_image)
+        (sr_dir / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
+        sr_files = {s.name: sr_dir / f"{s.name}.png" for s in eval_set.samples}
+    results = []
+    scored: list[Sample] = []
+    for sample in eval_set.samples:
+        result = ImageResult(sample.name, error=errors.get(sample.name))
+        results.append(result)
+        if result.error is None:
+            try:
+                sr = read_rgb(sr_files[sample.name])
+                hr = read_rgb(sample.hr) if sample.hr is not None else None
+                if hr is not None and hr.shape != sr.shape:
+                    raise SrxError(f"{sample.hr}: HR is {hr.shape[-1]}x{hr.shape[-2]} but the "
+                                   f"x{scale:g} output is {sr.shape[-1]}x{sr.shape[-2]}")
+                result.values = suite.score_image(sr, hr)
+                scored.append(sample)
+            except SrxError as e:
+                result.error = str(e)
+        if on_score:
+            on_score(sample)
+    set_values: dict[str, float] = {}
+    if suite.set_metrics and eval_set.paired and len(scored) >= 2:
+        from ..hub import cache_root
+
+        tmp_parent = cache_root() / "eval"
+        tmp_parent.mkdir(parents=True, exist_ok=True)
+        sr_link = _linked_folder([sr_files[s.name] for s in scored], tmp_parent)
+        hr_link = _linked_folder([s.hr for s in scored], tmp_parent)
+        try:
+            set_values = suite.score_sets(sr_link, hr_link)
+        finally:
+            shutil.rmtree(sr_link, ignore_errors=True)
+            shutil.rmtree(hr_link, ignore_errors=True)
+    return SystemResult(system.name, eval_set.name, sr_dir, settings, results,
+                        {k: v for k, v in set_values.items() if math.isfinite(v)}, runs, sr_files)
+
+
+def save_images(result: SystemResult, eval_set: EvalSet, folder: Path) -> int:
+    """Copy the SR outputs from the cache to ``folder`` (each file complete or absent)."""
+    count = 0
+    for sample in eval_set.samples:
+        src = result.sr_file(sample.name)
+        if src is not None:
+            write_atomic(folder / f"{sample.name}{src.suffix}", src.read_bytes(), overwrite=True)
+            count += 1
+    return count
+
+
+def comparison_sheet(eval_set: EvalSet, results: dict[str, SystemResult], dest: Path, count: int = 4,
+                     crop: int = 192) -> Path:
+    """A PNG grid: one row per image, columns LR (nearest) | bicubic | each system | HR, centre crops."""
+    from PIL import ImageDraw
+
+    rows = []
+    names = [s.name for s in eval_set.samples
+             if all(r.sr_file(s.name) is not None for r in results.values())][:count]
+    by_name = {s.name: s for s in eval_set.samples}
+    systems = [k for k in results if k != "bicubic"]
+    columns = ["LR", "bicubic"] + systems + (["HR"] if eval_set.paired else [])
+    for name in names:
+        sample = by_name[name]
+        outs = [Image.open(results[k].sr_file(name)).convert("RGB") for k in systems]
+        size = outs[0].size if outs else Image.open(results["bicubic"].sr_file(name)).size
+        lr = read_image(sample.lr).color
+        if "bicubic" in results:
+            bicubic = Image.open(results["bicubic"].sr_file(name)).convert("RGB")
+        else:
+            bicubic = tensor_to_pil(pil_resize(lr, size[1], size[0]))
+        tiles = [tensor_to_pil(lr).resize(size, Image.Resampling.NEAREST), bicubic] + outs
+        if eval_set.paired:
+            tiles.append(Image.open(sample.hr).convert("RGB"))
+        c = min(crop, *size)
+        left, top = (size[0] - c) // 2, (size[1] - c) // 2
+        rows.append([t.crop((left, top, left + c, top + c)) for t in tiles])
+    if not rows:
+        raise SrxError("no images to put on the comparison sheet")
+    c = rows[0][0].size[0]
+    label_h = 16
+    sheet = Image.new("RGB", (c * len(columns), label_h + c * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, title in enumerate(columns):
+        draw.text((j * c + 4, 2), title, fill="black")
+    for i, row in enumerate(rows):
+        for j, tile in enumerate(row):
+            sheet.paste(tile, (j * c, label_h + i * c))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    write_atomic(dest, buf.getvalue(), overwrite=True)
+    return dest
