@@ -39,10 +39,10 @@ def paper_values(system: str, paper_dataset: str | None) -> tuple[str | None, di
     return method, {r["metric"]: float(r["value"]) for r in rows}, (rows[0]["source"] if rows else None)
 
 
-def _fmt(metric: str, value: float | None) -> str:
+def _fmt(metric: str, value: float | None, sign: str = "") -> str:
     if value is None:
         return "—"
-    return f"{value:.2f}" if metric in ("psnr", "fid", "musiq") else f"{value:.4f}"
+    return f"{value:{sign}.2f}" if metric in ("psnr", "fid", "musiq") else f"{value:{sign}.4f}"
 
 
 def summary_table(results: list[SystemResult], metrics: list[str], paper_dataset: str | None,
@@ -70,7 +70,7 @@ def summary_table(results: list[SystemResult], metrics: list[str], paper_dataset
             ours = means[0].get(name)
             theirs = paper.get(name)
             row.append(_fmt(name, theirs))
-            row.append(f"{ours - theirs:+.4g}" if ours is not None and theirs is not None else "—")
+            row.append(_fmt(name, ours - theirs, "+") if ours is not None and theirs is not None else "—")
         table.add_row(*row)
     return table
 

@@ -78,6 +78,7 @@ class SystemResult:
             "mean": self.means(),
             "images_scored": sum(1 for r in self.images if not r.error),
             "images_failed": len(self.failed),
+            "model_runs": self.model_runs,
             "per_image": [{"image": r.name, **r.values, **({"error": r.error} if r.error else {})}
                           for r in self.images],
         }
