@@ -296,3 +296,29 @@ def test_fid_between_the_sr_and_hr_sets(hf_home, tmp_path, monkeypatch):
     fid = pyiqa.create_metric("fid", device="cpu")
     expected = fid(str(sr_dir), str(hr_dir), verbose=False, num_workers=0)
     assert system["mean"]["fid"] == pytest.approx(float(expected), rel=1e-5) and system["mean"]["fid"] > 0
+
+
+def test_dataset_registry_and_github_listing():
+    from sr_cli.errors import ManifestError
+    from sr_cli.evaluate.datasets import dataset_registry, github_tree_paths, parse_datasets
+
+    reg = dataset_registry()
+    assert set(reg) == {"drealsr", "realsr", "div2k-val", "realset65", "reallq250"}
+    assert [reg[n].pairs for n in ("drealsr", "realsr", "div2k-val", "realset65")] == [True, True, True, False]
+    assert all(len(reg[n].source.commit) == 40 for n in reg if reg[n].source.kind == "github")  # pinned
+    assert reg["div2k-val"].source.member == "StableSR_testsets/DIV2K_V2_val"
+    with pytest.raises(ManifestError, match="unknown key"):
+        parse_datasets('[x]\ntitle="t"\npaper_name="x"\npairs=true\ncount=1\nscale=4\nlicense=""\nlr_dir="LR"\n'
+                       'hr_dir="HR"\ncolour="red"\n[x.source]\nkind="manual"\n')
+    tree = {"tree": [{"path": "testdata/RealSet65/a.png", "type": "blob"},
+                     {"path": "testdata/RealSet65/.DS_Store", "type": "blob"},
+                     {"path": "testdata/RealSet65/sub", "type": "tree"},
+                     {"path": "testdata/RealSet80/b.png", "type": "blob"},
+                     {"path": "testdata/RealSet65/c.JPG", "type": "blob"}]}
+    assert github_tree_paths(tree, "testdata/RealSet65") == ["testdata/RealSet65/a.png", "testdata/RealSet65/c.JPG"]
+
+
+def test_lr_only_folder_refuses_full_reference_metrics(hf_home, tmp_path):
+    data = make_pairs(tmp_path / "set", n=2)
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data / "LR"), "--model", "bicubic", "--metrics", "psnr"])
+    assert r.exit_code == 2 and "no HR images" in r.output
