@@ -1,0 +1,399 @@
+"""Speed and memory benchmark of the engine: ``python -m sr_cli.bench`` (also ``srx bench``).
+
+For a model config (``lite``, ``tiny-sd``, ``sd21`` = an SD 2.1-base-size one-step model with random weights
+and OSEDiff's LoRA layout, or any registry name / model directory) and an input size, prints per-stage times
+(read, upsample, encode, UNet, decode, blend + other engine work, color fix, write), images/s and
+megapixels/s, achieved TFLOP/s of the model's forward passes (FLOPs counted with torch's FlopCounterMode on
+one tile), and peak memory (host RSS; GPU allocated on CUDA). ``--memory-scaling`` runs two output sizes in
+fresh processes and compares their peaks; ``--peer`` times the same model and image through a plain
+reference-style loop (tile by tile, batch 1, LoRA unmerged) beside srx.
+
+Timing of stages uses forward hooks on the model's modules (synchronized on CUDA): the engine is measured
+as it runs for users, with no benchmark-only code path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+SD21_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True,
+)
+SD21_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=768,
+    scaling_factor=0.18215,
+)
+TINY_UNET = dict(
+    sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    attention_head_dim=8, cross_attention_dim=32, norm_num_groups=8,
+)
+TINY_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=(32, 32, 64, 64),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=8,
+    sample_size=64, scaling_factor=0.18215,
+)
+RANDOM_CONFIGS = {"sd21": (SD21_UNET, SD21_VAE), "tiny-sd": (TINY_UNET, TINY_VAE)}
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def random_sd(config: str, merge: bool = True, seed: int = 0):
+    """A one-step SD model of the given size with random weights and OSEDiff's LoRA adapters (rank 4)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    from .checkpoints import AdapterSpec
+    from .engine.sd_onestep import OneStepSD
+    from .lora import attach_adapters, merge_adapters, osediff_unet_targets, osediff_vae_targets
+
+    unet_cfg, vae_cfg = RANDOM_CONFIGS[config]
+    torch.manual_seed(seed)
+    unet, vae = UNet2DConditionModel(**unet_cfg), AutoencoderKL(**vae_cfg)
+    enc, dec, others = osediff_unet_targets(unet)
+    attach_adapters(unet, [AdapterSpec("default_encoder", 4, 8.0, tuple(enc)),
+                           AdapterSpec("default_decoder", 4, 8.0, tuple(dec)),
+                           AdapterSpec("default_others", 4, 8.0, tuple(others))])
+    attach_adapters(vae, [AdapterSpec("default_encoder", 4, 8.0, tuple(osediff_vae_targets(vae)))])
+    if merge:
+        merge_adapters(unet)
+        merge_adapters(vae)
+    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    text = torch.randn(1, 77, unet_cfg["cross_attention_dim"]) * 0.1  # a fixed condition: no text encoder
+    return OneStepSD(vae, unet, sched.alphas_cumprod, text_embedding=text).eval().requires_grad_(False)
+
+
+def load_bench_model(name: str, device: str, dtype: str, merge: bool = True):
+    """An SRModel for ``name``: a random config (sd21, tiny-sd) or anything ``load_model`` accepts."""
+    from .engine.devices import resolve_device, resolve_dtype
+    from .engine.pipeline import SRModel
+    from .loading import load_model
+    from .registry import get_spec
+
+    if name not in RANDOM_CONFIGS:
+        return load_model(name, device=device, dtype=dtype, merge_lora=merge)
+    dev = resolve_device(device)
+    spec = get_spec("osediff")  # OSEDiff's defaults: t = 999, adain, 512/64 tiles
+    spec = replace(spec, name=name, defaults=replace(spec.defaults, text_condition="learned"))
+    return SRModel(spec, random_sd(name, merge), dev, resolve_dtype(dtype, dev))
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+class StageClock:
+    """Wall time spent inside given modules (forward hooks), synchronized on CUDA."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._handles = []
+        self._start: dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def watch(self, stage: str, module: torch.nn.Module) -> None:
+        def pre(_m, _a):
+            self._sync()
+            self._start[stage] = time.perf_counter()
+
+        def post(_m, _a, _o):
+            self._sync()
+            self.seconds[stage] += time.perf_counter() - self._start.pop(stage)
+            self.calls[stage] += 1
+
+        self._handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def model_stages(net) -> dict[str, torch.nn.Module]:
+    """The model's stages worth timing apart: encode / UNet / decode (SD), the UNet alone otherwise."""
+    if hasattr(net, "vae"):
+        return {"encode": net.vae.encoder, "unet": net.unet, "decode": net.vae.decoder}
+    return {"unet": net.unet}
+
+
+def tile_flops(model, tile: int) -> float | None:
+    """FLOPs of one forward pass of the model on one ``tile``-sized input (torch's FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = model.net
+    x = torch.zeros(1, 3, tile, tile, device=model.device)
+    t = net.choose_timesteps(x, model.fixed_timestep())
+    text = net.text_condition(model.text_for(""))
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            net(x, t, text, None)
+    except Exception:  # noqa: BLE001 - an op the counter cannot trace: report no FLOPs
+        return None
+    return float(counter.get_total_flops())
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def synthetic_image(path: Path, size: int, seed: int = 0) -> Path:
+    """A photo-like test image: smooth color fields plus fine texture."""
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray((rng.random((size // 16 + 2, size // 16 + 2, 3)) * 255).astype(np.uint8))
+    arr = np.asarray(base.resize((size, size), Image.Resampling.BICUBIC)).astype(np.float32)
+    arr += rng.normal(0, 6, arr.shape)
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def run_once(model, src: Path, dest: Path, options) -> dict:
+    """One user-visible upscale (read -> engine -> write) with stage times."""
+    from .engine.color import apply_color_fix
+    from .engine.resize import output_size, pil_resize
+    from .imageio import encode_image, read_image, write_atomic
+
+    opts = options.resolved(model.spec)
+    clock = StageClock(model.device)
+    for stage, module in model_stages(model.net).items():
+        clock.watch(stage, module)
+    tiles = [0]
+    try:
+        t0 = time.perf_counter()
+        image = read_image(src)
+        t1 = time.perf_counter()
+        sr = model.upscale_tensor(image.color, opts, on_tile=lambda done, total: tiles.__setitem__(0, total))
+        t2 = time.perf_counter()
+        write_atomic(dest, encode_image(sr, None, "PNG"), overwrite=True)
+        t3 = time.perf_counter()
+    finally:
+        clock.close()
+    # Stages inside upscale_tensor that are not model forwards, timed on their own with the same functions.
+    h, w = output_size(image.color.shape[-2], image.color.shape[-1], model.native_scale)
+    t = time.perf_counter()
+    reference = pil_resize(image.color, h, w)
+    upsample = time.perf_counter() - t
+    t = time.perf_counter()
+    apply_color_fix(opts.color_fix, sr, reference)
+    color = time.perf_counter() - t if opts.color_fix != "none" else 0.0
+    model_s = sum(clock.seconds.values())
+    engine = (t2 - t1) - model_s
+    stages = {"read": t1 - t0, "upsample": upsample, **dict(clock.seconds),
+              "blend+other": max(0.0, engine - upsample - color), "color_fix": color, "write": t3 - t2}
+    return {"stages": stages, "total": t3 - t0, "model": model_s, "tiles": tiles[0], "out_size": [w, h],
+            "overhead_fraction": (t3 - t0 - model_s) / (t3 - t0)}
+
+
+def bench(args) -> dict:
+    from .engine.pipeline import UpscaleOptions
+
+    model = load_bench_model(args.model, args.device, args.dtype)
+    if args.compile:
+        model.net.unet = torch.compile(model.net.unet)
+    options = UpscaleOptions(tile=args.tile, overlap=args.overlap, tile_batch=args.tile_batch,
+                             color_fix=args.color_fix)
+    opts = options.resolved(model.spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = synthetic_image(Path(tmp) / "in.png", args.size)
+        if model.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(model.device)
+        runs = [run_once(model, src, Path(tmp) / "out.png", options) for _ in range(args.warmup + args.repeat)]
+    timed = runs[args.warmup:]
+    best = min(timed, key=lambda r: r["total"])
+    tile_px = min(opts.tile or 10**9, best["out_size"][0], best["out_size"][1])
+    flops = tile_flops(model, tile_px) if not args.no_flops else None
+    w, h = best["out_size"]
+    report = {
+        "model": args.model, "device": str(model.device), "dtype": str(model.dtype).replace("torch.", ""),
+        "input": [args.size, args.size], "output": [w, h], "tile": opts.tile, "overlap": opts.overlap,
+        "tile_batch": opts.tile_batch, "tiles": best["tiles"], "repeat": args.repeat,
+        "stages_s": best["stages"], "total_s": best["total"], "model_s": best["model"],
+        "engine_overhead_fraction": best["overhead_fraction"],
+        "images_per_s": 1 / best["total"], "megapixels_per_s": w * h / 1e6 / best["total"],
+        "flops_per_tile": flops,
+        "achieved_tflops": (flops * best["tiles"] / best["model"] / 1e12) if flops and best["model"] else None,
+        "peak_host_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(model.device) / 2**20 if model.device.type == "cuda" else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+    if args.peer:
+        report["peer"] = peer_comparison(args, model, report)
+    return report
+
+
+# ----------------------------------------------------------------------------- the reference-style loop
+
+
+def reference_style(net, lr: torch.Tensor, tile: int, overlap: int, device, dtype, timestep: int = 999):
+    """How the published reference code runs a one-step SD model: PIL-bicubic x4, then tile by tile at
+    batch 1 with the LoRA adapters unmerged, each tile encoded, denoised and decoded, blended with
+    Gaussian weights (written plainly with diffusers modules; no srx engine code)."""
+    from .engine.resize import pil_resize
+
+    h, w = lr.shape[-2] * 4, lr.shape[-1] * 4
+    x = pil_resize(lr, h, w) * 2 - 1
+    acc = torch.zeros(1, 3, h, w)
+    acc_w = torch.zeros(1, 1, h, w)
+    ys = list(range(0, max(h - tile, 0), tile - overlap)) + [max(h - tile, 0)]
+    xs = list(range(0, max(w - tile, 0), tile - overlap)) + [max(w - tile, 0)]
+    th, tw = min(tile, h), min(tile, w)
+    gy = torch.exp(-0.5 * ((torch.arange(th) - (th - 1) / 2) / (0.3 * th)) ** 2)
+    gx = torch.exp(-0.5 * ((torch.arange(tw) - (tw - 1) / 2) / (0.3 * tw)) ** 2)
+    weight = (gy[:, None] * gx[None, :])[None, None]
+    a = net.alphas_cumprod[timestep].double()
+    text = net.learned_text_embedding.to(device, dtype)
+    for top in ys:
+        for left in xs:
+            crop = x[:, :, top:top + th, left:left + tw].to(device, dtype)
+            z = net.vae.encode(crop).latent_dist.mean * net.vae.config.scaling_factor
+            t = torch.tensor([timestep], device=device)
+            eps = net.unet(z, t, encoder_hidden_states=text).sample
+            z0 = ((z.double() - (1 - a).sqrt() * eps.double()) / a.sqrt()).to(dtype)
+            y = net.vae.decode(z0 / net.vae.config.scaling_factor).sample.float().cpu()
+            acc[:, :, top:top + th, left:left + tw] += y * weight
+            acc_w[:, :, top:top + th, left:left + tw] += weight
+    return (acc / acc_w).clamp(-1, 1)
+
+
+def peer_comparison(args, model, report: dict) -> dict:
+    if args.model not in RANDOM_CONFIGS:
+        return {"skipped": "the peer loop is written for the SD family with random weights (sd21, tiny-sd)"}
+    unmerged = random_sd(args.model, merge=False).to(model.device, model.dtype)
+    lr = torch.from_numpy(np.asarray(Image.open(synthetic_image(Path(tempfile.mkdtemp()) / "p.png", args.size)),
+                                     dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    opts = report
+    times = []
+    with torch.inference_mode():
+        for _ in range(args.warmup + args.repeat):
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            reference_style(unmerged, lr, opts["tile"], opts["overlap"], model.device, model.dtype)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+    ref = min(times[args.warmup:])
+    ours = report["total_s"] - report["stages_s"]["read"] - report["stages_s"]["write"]
+    return {"reference_s": ref, "srx_s": ours, "speedup": ref / ours}
+
+
+# ----------------------------------------------------------------------------- memory scaling
+
+
+def memory_scaling(args) -> dict:
+    """Peak memory at two output sizes, each in a fresh process (peaks are per process)."""
+    small, large = args.scaling_sizes
+    out = {}
+    for size in (small, large):
+        cmd = [sys.executable, "-m", "sr_cli.bench", "--model", args.model, "--size", str(size), "--repeat", "1",
+               "--warmup", "0", "--device", args.device, "--dtype", args.dtype, "--no-flops", "--json-only"]
+        if args.tile is not None:
+            cmd += ["--tile", str(args.tile)]
+        if args.tile_batch is not None:
+            cmd += ["--tile-batch", str(args.tile_batch)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[size] = json.loads(res.stdout)
+    a, b = out[small], out[large]
+    doc = {"sizes": [small, large], "outputs": [a["output"], b["output"]],
+           "peak_host_rss_mb": [a["peak_host_rss_mb"], b["peak_host_rss_mb"]],
+           "host_growth_mb": b["peak_host_rss_mb"] - a["peak_host_rss_mb"],
+           "total_s": [a["total_s"], b["total_s"]]}
+    if a.get("peak_gpu_mb") is not None:
+        doc["peak_gpu_mb"] = [a["peak_gpu_mb"], b["peak_gpu_mb"]]
+        doc["gpu_growth_mb"] = b["peak_gpu_mb"] - a["peak_gpu_mb"]
+    return doc
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def print_report(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{r['model']} on {r['device']} ({r['dtype']}): {r['input'][0]}² → "
+                        f"{r['output'][0]}x{r['output'][1]}, {r['tiles']} tile(s) of {r['tile']} (batch {r['tile_batch']})")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    for stage, s in r["stages_s"].items():
+        table.add_row(stage, f"{s:.3f}", f"{100 * s / r['total_s']:.1f}%")
+    table.add_row("total", f"{r['total_s']:.3f}", "100%")
+    console.print(table)
+    console.print(f"engine overhead (all but model forwards): {100 * r['engine_overhead_fraction']:.1f}% · "
+                  f"{r['images_per_s']:.3f} images/s · {r['megapixels_per_s']:.2f} MP/s")
+    if r.get("achieved_tflops"):
+        console.print(f"model: {r['flops_per_tile'] / 1e12:.3f} TFLOP per tile · achieved {r['achieved_tflops']:.2f} TFLOP/s")
+    gpu = f" · peak GPU {r['peak_gpu_mb']:.0f} MiB" if r.get("peak_gpu_mb") is not None else ""
+    console.print(f"peak host RSS {r['peak_host_rss_mb']:.0f} MiB{gpu}")
+    if "peer" in r:
+        p = r["peer"]
+        console.print(f"peer: {p}" if "skipped" in p else
+                      f"reference-style loop {p['reference_s']:.3f} s vs srx {p['srx_s']:.3f} s: {p['speedup']:.2f}x")
+    if "memory_scaling" in r:
+        m = r["memory_scaling"]
+        console.print(f"memory scaling {m['outputs'][0]} → {m['outputs'][1]}: host peak "
+                      f"{m['peak_host_rss_mb'][0]:.0f} → {m['peak_host_rss_mb'][1]:.0f} MiB "
+                      f"(+{m['host_growth_mb']:.0f} MiB)" +
+                      (f", GPU +{m['gpu_growth_mb']:.0f} MiB" if "gpu_growth_mb" in m else ""))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m sr_cli.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="lite", help="lite | tiny-sd | sd21 (random weights) | registry name | dir")
+    ap.add_argument("--size", type=int, default=512, help="input side in pixels (output = x4)")
+    ap.add_argument("--tile", type=int)
+    ap.add_argument("--overlap", type=int)
+    ap.add_argument("--tile-batch", type=int)
+    ap.add_argument("--color-fix")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    ap.add_argument("--no-flops", action="store_true")
+    ap.add_argument("--peer", action="store_true", help="also time a reference-style loop (sd21, tiny-sd)")
+    ap.add_argument("--memory-scaling", action="store_true", help="compare peak memory at --scaling-sizes")
+    ap.add_argument("--scaling-sizes", type=int, nargs=2, default=[256, 1024], metavar=("SMALL", "LARGE"))
+    ap.add_argument("--json", type=Path, help="also write the report as JSON")
+    ap.add_argument("--json-only", action="store_true", help="print only the JSON report")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from .loading import quiet_libraries
+
+    quiet_libraries()
+    report = bench(args)
+    if args.memory_scaling:
+        report["memory_scaling"] = memory_scaling(args)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    if args.json_only:
+        print(json.dumps(report))
+    else:
+        print_report(report)
+
+
+if __name__ == "__main__":
+    main()
