@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sr_cli.errors import UsageError
 from tiny import make_hq_folder, make_random_vgg16_cache, make_tiny_clip
 from typer.testing import CliRunner
 
@@ -248,3 +249,18 @@ def test_accelerate_two_cpu_processes(hf_home, tiny_sd, hq_dir, tmp_path):
     assert (out / "srx_model.json").is_file()
     logs = [json.loads(line) for line in (out / "logs" / "train.jsonl").read_text().splitlines()]
     assert [e["step"] for e in logs] == [1, 2]  # only the main process logs
+
+
+def test_cosine_lr_schedule_is_a_pure_function_of_the_step():
+    import math
+
+    from sr_cli.train.config import resolve_config
+
+    cfg = resolve_config("lite", None, data=["x"], lr=1e-4, lr_min=1e-6, lr_schedule="cosine", lr_decay_start=100,
+                         max_steps=300)
+    assert cfg.lr_factor(0) == cfg.lr_factor(100) == 1.0
+    assert cfg.lr * cfg.lr_factor(200) == pytest.approx(1e-6 + (1e-4 - 1e-6) * 0.5 * (1 + math.cos(math.pi / 2)))
+    assert cfg.lr * cfg.lr_factor(300) == pytest.approx(1e-6) and cfg.lr * cfg.lr_factor(999) == pytest.approx(1e-6)
+    assert resolve_config("lite", None, data=["x"]).lr_factor(12345) == 1.0
+    with pytest.raises(UsageError, match="lr_schedule"):
+        resolve_config("lite", None, data=["x"], lr_schedule="step")

@@ -6,6 +6,8 @@ Precedence: command-line options > ``--config recipe.yaml`` > the method's defau
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,9 @@ class TrainConfig:
     max_steps: int = 100_000  # optimizer steps
     lr: float = 5e-5  # generator learning rate (AdamW)
     lr_aux: float = 5e-5  # learning rate of the auxiliary network (OSEDiff's fake-score LoRA, DFOSD's discriminator)
+    lr_schedule: str = "constant"  # constant | cosine (from lr_decay_start to max_steps, down to lr_min)
+    lr_min: float = 0.0
+    lr_decay_start: int = 0  # step where the cosine decay begins (constant before)
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # no | fp16 | bf16
@@ -88,6 +93,17 @@ class TrainConfig:
                 raise UsageError(f"{name} must be >= 1")
         if not 0 <= self.bicubic_prob <= 1:
             raise UsageError("bicubic_prob must be in [0, 1]")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise UsageError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of every learning rate at optimizer step ``step`` (a pure function: resume-exact)."""
+        if self.lr_schedule == "constant" or step < self.lr_decay_start or self.lr <= 0:
+            return 1.0
+        span = max(1, self.max_steps - self.lr_decay_start)
+        progress = min(1.0, (step - self.lr_decay_start) / span)
+        floor = self.lr_min / self.lr
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -235,6 +235,10 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
                 lq = batch["lq"].to(device)
             else:
                 lq = degrade(hq, step_generator(cfg.seed, micro, accelerator.process_index, stream=2))
+            factor = cfg.lr_factor(step)
+            for opt, lr in ((gen_opt, cfg.lr), (aux_opt, cfg.lr_aux)):
+                for group in opt.param_groups if opt is not None else []:
+                    group["lr"] = lr * factor
             with accelerator.accumulate(method):
                 terms = method(lq, hq)
                 accelerator.backward(terms["total"])
@@ -255,6 +259,7 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
                 continue
             step += 1
             last = {k: float(v.detach()) for k, v in terms.items() if torch.is_tensor(v) and v.dim() == 0}
+            last["lr"] = cfg.lr * factor
             for k, v in last.items():
                 if v != v or v in (float("inf"), float("-inf")):
                     raise UsageError(f"step {step}: loss {k} is {v}; lower --lr or use --mixed-precision no/bf16")
