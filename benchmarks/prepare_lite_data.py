@@ -1,6 +1,6 @@
 """Prepare the lite model's training data from a folder of photographs (e.g. Debian's wallpaper packages).
 
-    python benchmarks/prepare_lite_data.py wallpapers/ data/
+    python benchmarks/prepare_lite_data.py wallpapers/ data/ [SHORT_SIDE [HELD_OUT]]
 
 Keeps images whose short side is at least 1000 px, one per wallpaper folder (the largest: plasma ships each
 wallpaper at many sizes), shuffles them with seed 0, holds out the first 6 as validation (`data/val_hr`,
@@ -66,4 +66,5 @@ def main(src: Path, dst: Path, held_out: int = 6, short_side: int = 1024, tile: 
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    extra = [int(a) for a in sys.argv[3:5]]
+    main(Path(sys.argv[1]), Path(sys.argv[2]), **dict(zip(("short_side", "held_out"), extra)))
