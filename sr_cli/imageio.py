@@ -32,6 +32,7 @@ FORMAT_BY_NAME = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "
 EXTENSION_BY_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
+PNG_COMPRESS_LEVEL = 1
 EXIF_ORIENTATION = 0x0112
 
 
@@ -238,7 +239,8 @@ def _png16_bytes(arr: np.ndarray, exif: bytes | None, icc: bytes | None, dpi) ->
     if dpi:
         kwargs = {"x_pixels_per_unit": round(dpi[0] / 0.0254), "y_pixels_per_unit": round(dpi[1] / 0.0254),
                   "unit_is_meter": True}
-    writer = png.Writer(w, h, greyscale=planes in (1, 2), alpha=planes in (2, 4), bitdepth=16, **kwargs)
+    writer = png.Writer(w, h, greyscale=planes in (1, 2), alpha=planes in (2, 4), bitdepth=16,
+                        compression=PNG_COMPRESS_LEVEL, **kwargs)
     buf = io.BytesIO()
     writer.write(buf, arr.reshape(h, w * planes))
     chunks = list(png.Reader(bytes=buf.getvalue()).chunks())
@@ -289,6 +291,10 @@ def encode_image(color: torch.Tensor, alpha: torch.Tensor | None, fmt: str, *, g
         params["subsampling"] = 0 if quality >= 90 else 2
     if fmt == "TIFF":
         params["compression"] = "tiff_deflate"
+    if fmt == "PNG":
+        # zlib level 1 (OpenCV's default, what Real-ESRGAN writes): ~4x faster than Pillow's 6 on a 2048²
+        # photo for files ~15% larger. Encoding is otherwise a third of a lite upscale's wall time.
+        params["compress_level"] = PNG_COMPRESS_LEVEL
     buf = io.BytesIO()
     im.save(buf, format=fmt, **params)
     return buf.getvalue()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from PIL import Image
@@ -16,12 +18,21 @@ def pil_resize(x: torch.Tensor, height: int, width: int, resample=Image.Resampli
         raise ValueError(f"pil_resize expects (1, C, H, W), got {tuple(x.shape)}")
     arr = x[0].detach().float().cpu().numpy()
     out = np.empty((arr.shape[0], height, width), dtype=np.float32)
-    for c in range(arr.shape[0]):
+
+    def one_channel(c: int) -> None:
         # Horizontal then vertical pass, clamping in between as PIL's 8-bit resampler does
         # (its overshoot is clipped after each pass), but without rounding to 8 bits.
         img = Image.fromarray(arr[c])
         img = Image.fromarray(np.clip(np.asarray(img.resize((width, arr.shape[1]), resample)), 0.0, 1.0))
         out[c] = np.clip(np.asarray(img.resize((width, height), resample)), 0.0, 1.0)
+
+    if arr.shape[0] > 1 and height * width >= 1 << 18:
+        # Pillow releases the GIL while resampling: channels run in parallel on multi-core CPUs.
+        with ThreadPoolExecutor(max_workers=arr.shape[0]) as pool:
+            list(pool.map(one_channel, range(arr.shape[0])))
+    else:
+        for c in range(arr.shape[0]):
+            one_channel(c)
     return torch.from_numpy(out)[None]
 
 
