@@ -12,7 +12,7 @@ from .common import err_console, report_errors
 
 @report_errors
 def train(
-    method: Annotated[Optional[str], typer.Option("--method", help="osediff | hero-sr | dfosd (paper defaults).")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="osediff | hero-sr | dfosd | lite (paper defaults).")] = None,
     data: Annotated[Optional[list[Path]], typer.Option(
         "--data", help="Folder of high-quality images (repeatable), or a paired folder with HR/ and LR/.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Model directory to write.")] = None,
@@ -23,6 +23,11 @@ def train(
     grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Gradient accumulation steps.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Generator learning rate (AdamW).")] = None,
     lr_aux: Annotated[Optional[float], typer.Option("--lr-aux", help="Fake-score / discriminator learning rate.")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(
+        "--lr-schedule", help="constant | cosine (from --lr-decay-start to --max-steps, down to --lr-min).")] = None,
+    lr_min: Annotated[Optional[float], typer.Option("--lr-min", help="Final learning rate of the cosine decay.")] = None,
+    lr_decay_start: Annotated[Optional[int], typer.Option(
+        "--lr-decay-start", help="Step where the cosine decay begins.")] = None,
     resolution: Annotated[Optional[int], typer.Option("--resolution", help="HQ crop size (default 512).")] = None,
     lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank (method default: 4 or 16).")] = None,
     mixed_precision: Annotated[Optional[str], typer.Option("--mixed-precision", help="no | fp16 | bf16.")] = None,
@@ -55,6 +60,7 @@ def train(
         method, recipe,
         data=[str(d) for d in data] if data else None, output=str(output) if output else None, base=base,
         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, lr_aux=lr_aux,
+        lr_schedule=lr_schedule, lr_min=lr_min, lr_decay_start=lr_decay_start,
         resolution=resolution, lora_rank=lora_rank, mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing, checkpoint_every=checkpoint_every,
         validate_every=validate_every, validation_images=[str(v) for v in validation_image] if validation_image else None,
