@@ -103,23 +103,29 @@ class SRModel:
         # The model runs at its native scale; other factors resize its result (Lanczos) afterwards.
         native_h, native_w = output_size(lr.shape[-2], lr.shape[-1], self.native_scale)
         reference = pil_resize(lr.clamp(0, 1), native_h, native_w)  # [0, 1], CPU: the color-fix reference
-        x = reference * 2 - 1
 
-        timesteps = self.net.choose_timesteps(x.to(self.device), self.fixed_timestep())
+        # The DTSM looks at the whole upsampled image in [-1, 1]; a fixed timestep needs none of it
+        # (no image-sized host-to-device copy then).
+        fixed = self.fixed_timestep()
+        probe = reference if fixed is None else reference[:, :, :1, :1]
+        timesteps = self.net.choose_timesteps((probe * 2 - 1).to(self.device), fixed)
         text = self.net.text_condition(self.text_for(opts.prompt))
         generator = None
         if opts.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(opts.seed)
 
         def tile_fn(crops: torch.Tensor) -> torch.Tensor:
-            y = self.net(crops.to(self.device, non_blocking=True), timesteps, text, generator)
+            # Crops of the [0, 1] reference go to [-1, 1] per tile: no second image-sized copy of the input.
+            x = crops.to(self.device, non_blocking=True) * 2 - 1
+            y = self.net(x, timesteps, text, generator)
             return ((y + 1) / 2).cpu()
 
-        out = run_tiled(x, tile_fn, tile=opts.tile, overlap=opts.overlap, batch=opts.tile_batch, on_tile=on_tile)
+        out = run_tiled(reference, tile_fn, tile=opts.tile, overlap=opts.overlap, batch=opts.tile_batch,
+                        on_tile=on_tile)
         if not torch.isfinite(out).all():
             raise NumericalError(f"the model produced NaN/inf values in {self.dtype} on {self.device}; "
                                  f"try --dtype fp32 or bf16")
-        out = apply_color_fix(opts.color_fix, out.clamp(0, 1), reference)
+        out = apply_color_fix(opts.color_fix, out.clamp_(0, 1), reference)
         if (native_h, native_w) != (height, width):
             out = pil_resize(out, height, width, Image.Resampling.LANCZOS)
         return out
