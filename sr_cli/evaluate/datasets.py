@@ -15,13 +15,13 @@ import shutil
 import tempfile
 import tomllib
 import zipfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from ..errors import ManifestError, SrxError, UsageError
+from ..registry import _build  # typed tables, unknown keys are errors: one rule for both manifests
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 LR_DIR_NAMES = ("LR", "lr", "test_LR", "lq", "LQ", "input")
@@ -89,18 +89,6 @@ class EvalSet:
 # ----------------------------------------------------------------------------- the registry
 
 
-def _table(cls, table: Any, where: str):
-    if not isinstance(table, dict):
-        raise ManifestError(f"{where}: expected a table")
-    unknown = sorted(set(table) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ManifestError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    try:
-        return cls(**table)
-    except TypeError as e:
-        raise ManifestError(f"{where}: {e}") from None
-
-
 def parse_datasets(text: str, where: str = "datasets_manifest.toml") -> dict[str, DatasetSpec]:
     try:
         doc = tomllib.loads(text)
@@ -109,10 +97,10 @@ def parse_datasets(text: str, where: str = "datasets_manifest.toml") -> dict[str
     out = {}
     for name, table in doc.items():
         table = dict(table)
-        source = _table(DatasetSource, table.pop("source", None), f"{where} [{name}.source]")
+        source = _build(DatasetSource, table.pop("source", None), f"{where} [{name}.source]")
         if source.kind not in SOURCE_KINDS:
             raise ManifestError(f"{where} [{name}.source]: kind must be one of {', '.join(SOURCE_KINDS)}")
-        out[name] = _table(DatasetSpec, {"name": name, **table, "source": source}, f"{where} [{name}]")
+        out[name] = _build(DatasetSpec, {"name": name, **table, "source": source}, f"{where} [{name}]")
     return out
 
 
