@@ -45,6 +45,8 @@ def load_checkpoint(spec: ModelSpec, download: bool = True) -> OneStepCheckpoint
     if spec.weights.path and is_model_dir(spec.weights.path):
         return read_model_dir(spec.weights.path)[1]
     path = hub.resolve_weights(spec, download=download)
+    if spec.family == "resshift":
+        return _load_resshift_checkpoint(spec, path, download)
     if path.suffix == ".safetensors" or spec.format == "srx":
         raise CheckpointFormatError(f"{path}: a bare safetensors file is not a model; pass its model directory")
     digest = hub.sha256_file(path)
@@ -53,6 +55,24 @@ def load_checkpoint(spec: ModelSpec, download: bool = True) -> OneStepCheckpoint
         return read_model_dir(cached)[1]
     ckpt = read_published(path, spec.format)
     write_model_dir(cached, {"converted_from": str(path), "format": spec.format}, ckpt)
+    return ckpt
+
+
+def _load_resshift_checkpoint(spec: ModelSpec, denoiser: Path, download: bool) -> OneStepCheckpoint:
+    """Denoiser + autoencoder files -> one converted model directory in the cache (keyed by both hashes)."""
+    import hashlib
+
+    from .checkpoints_resshift import read_resshift
+
+    if spec.autoencoder is None:
+        raise UnknownModelError(f"model {spec.name!r} names no [autoencoder] weights file")
+    autoencoder = hub.resolve_weights(replace(spec, weights=spec.autoencoder), download=download)
+    key = hashlib.sha256((hub.sha256_file(denoiser) + hub.sha256_file(autoencoder)).encode()).hexdigest()
+    cached = hub.converted_dir(key)
+    if is_model_dir(cached):
+        return read_model_dir(cached)[1]
+    ckpt = read_resshift(denoiser, autoencoder)
+    write_model_dir(cached, {"converted_from": [str(denoiser), str(autoencoder)], "format": spec.format}, ckpt)
     return ckpt
 
 
@@ -93,6 +113,10 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
         from .engine.lite import OneStepLite
 
         return SRModel(spec, OneStepLite.from_checkpoint(ckpt), dev, dt)
+    if spec.family == "resshift":
+        from .engine.resshift import ResShiftSR
+
+        return SRModel(spec, ResShiftSR.from_checkpoint(ckpt), dev, dt)
     if spec.base is None:
         raise UnknownModelError(f"model {spec.name!r} names no base model; pass --base")
     base_dir = hub.resolve_base(spec.base, spec.name, download=download)

@@ -29,7 +29,8 @@ from typing import Any
 
 from .errors import ManifestError, UnknownModelError
 
-FAMILIES = ("sd-onestep", "lite")
+FAMILIES = ("sd-onestep", "lite", "resshift")
+SAMPLERS = ("one-step", "deterministic", "stochastic")  # the last two: ResShift family only
 COLOR_FIXES = ("adain", "wavelet", "none")
 TEXT_CONDITIONS = ("prompt", "learned")
 
@@ -86,8 +87,11 @@ class Defaults:
     tile: int = 512
     overlap: int = 64
     tile_batch: int = 1
+    sampler: str = "one-step"  # ResShift family: "deterministic" (SinSR's DDIM-like) or "stochastic" (ResShift's)
 
     def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ManifestError(f"defaults.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.scale < 1:
             raise ManifestError(f"defaults.scale must be >= 1, got {self.scale}")
         if isinstance(self.timestep, str) and self.timestep != "dtsm":
@@ -106,6 +110,7 @@ class ModelSpec:
     base: BaseModel | None
     weights: WeightsSource | None
     defaults: Defaults = field(default_factory=Defaults)
+    autoencoder: WeightsSource | None = None  # ResShift family: the VQ-f4 autoencoder file
     description: str = ""
     paper: str = ""
     license: str = ""
@@ -141,6 +146,7 @@ def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
         raise ManifestError(f"{where}: [{name}] has unknown family {table['family']!r} (known: {', '.join(FAMILIES)})")
     base = table.pop("base", None)
     weights = table.pop("weights", None)
+    autoencoder = table.pop("autoencoder", None)
     defaults = table.pop("defaults", {})
     base_spec = _build(BaseModel, base, f"{where}: [{name}.base]") if base is not None else None
     if base_spec is not None and not (base_spec.repo or base_spec.path):
@@ -150,12 +156,13 @@ def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
         weights_spec = _embedded(name, weights_spec)
     if weights_spec is not None and weights_spec.kind == "manual" and not weights_spec.manual:
         raise ManifestError(f"{where}: [{name}.weights] needs one of 'repo', 'url', 'path' or 'manual = true'")
+    ae_spec = _build(WeightsSource, autoencoder, f"{where}: [{name}.autoencoder]") if autoencoder is not None else None
     spec_defaults = _build(Defaults, defaults, f"{where}: [{name}.defaults]")
-    known = {f.name for f in fields(ModelSpec)} - {"name", "base", "weights", "defaults"}
+    known = {f.name for f in fields(ModelSpec)} - {"name", "base", "weights", "defaults", "autoencoder"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ManifestError(f"{where}: [{name}] unknown key(s) {', '.join(unknown)}")
-    return ModelSpec(name=name, base=base_spec, weights=weights_spec, defaults=spec_defaults, **table)
+    return ModelSpec(name=name, base=base_spec, weights=weights_spec, defaults=spec_defaults, autoencoder=ae_spec, **table)
 
 
 def _embedded(name: str, src: WeightsSource) -> WeightsSource:

@@ -227,3 +227,74 @@ def make_hq_folder(directory: Path, n: int = 4, size: int = 80, seed: int = 0) -
         small = (rng.random((size // 8, size // 8, 3)) * 255).astype(np.uint8)
         Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC).save(directory / f"hq{i}.png")
     return directory
+
+
+# ----------------------------------------------------------------------------- ResShift family
+
+TINY_SWIN_CONFIG = dict(image_size=32, model_channels=32, channel_mult=(1, 2), num_res_blocks=(1, 1),
+                        attention_resolutions=(32, 16), swin_embed_dim=32, num_head_channels=16, window_size=4)
+TINY_VQ_CONFIG = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
+                      up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[32, 32, 32], layers_per_block=1,
+                      latent_channels=3, num_vq_embeddings=64, vq_embed_dim=3, norm_num_groups=32, scaling_factor=1.0)
+
+
+def make_tiny_swin_unet(seed: int = 3):
+    from sr_cli.nets.swin_unet import SwinUNet, SwinUNetConfig
+
+    torch.manual_seed(seed)
+    net = SwinUNet(SwinUNetConfig.from_dict(TINY_SWIN_CONFIG))
+    with torch.no_grad():
+        for p in net.parameters():  # random, non-zero everywhere (the bias tables start at 0)
+            p.add_(torch.randn_like(p) * 0.05)
+    return net.eval()
+
+
+def make_tiny_vq(seed: int = 4):
+    from sr_cli.nets.vqgan import build_vq_model
+
+    torch.manual_seed(seed)
+    vq = build_vq_model(TINY_VQ_CONFIG)
+    with torch.no_grad():
+        vq.quantize.embedding.weight.normal_(0, 0.5)
+    return vq.eval()
+
+
+def vq_state_to_ldm(state: dict, levels: int = 3) -> dict:
+    """diffusers VQModel keys -> latent-diffusion (the authors') keys: the reverse of srx's conversion."""
+    out = {}
+    for k, v in state.items():
+        n = k
+        for part in ("encoder", "decoder"):
+            n = n.replace(f"{part}.conv_norm_out", f"{part}.norm_out")
+            n = n.replace(f"{part}.mid_block.resnets.0", f"{part}.mid.block_1")
+            n = n.replace(f"{part}.mid_block.resnets.1", f"{part}.mid.block_2")
+            n = n.replace(f"{part}.mid_block.attentions.0", f"{part}.mid.attn_1")
+        n = n.replace("down_blocks.", "down.").replace(".resnets.", ".block.").replace(".downsamplers.0.", ".downsample.")
+        if ".up_blocks." in n:
+            i = int(n.split(".up_blocks.")[1].split(".")[0])
+            n = n.replace(f".up_blocks.{i}.", f".up.{levels - 1 - i}.").replace(".upsamplers.0.", ".upsample.")
+        n = n.replace("conv_shortcut", "nin_shortcut")
+        if ".attn_1." in n:
+            n = (n.replace("group_norm", "norm").replace("to_q", "q").replace("to_k", "k").replace("to_v", "v")
+                 .replace("to_out.0", "proj_out"))
+            if v.dim() == 2:
+                v = v[:, :, None, None]
+        out[n] = v
+    return out
+
+
+def make_resshift_files(directory: Path, layout: str = "flat", unet=None, vq=None) -> tuple[Path, Path]:
+    """A tiny denoiser ``.pth`` (authors' keys, buffers included) in ``layout`` (flat | state_dict | module)
+    and a tiny VQ autoencoder ``.pth`` in the latent-diffusion layout."""
+    from sr_cli.nets.swin_unet import official_state_dict
+
+    directory.mkdir(parents=True, exist_ok=True)
+    unet = unet or make_tiny_swin_unet()
+    vq = vq or make_tiny_vq()
+    state = official_state_dict(unet, prefix="module." if layout == "module" else "")
+    obj = {"state_dict": state} if layout == "state_dict" else state
+    denoiser = directory / f"denoiser_{layout}.pth"
+    torch.save(obj, denoiser)
+    ae = directory / "autoencoder_vq_f4.pth"
+    torch.save({"state_dict": vq_state_to_ldm(vq.state_dict())}, ae)
+    return denoiser, ae

@@ -72,7 +72,13 @@ ColorFixOpt = Annotated[
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", help="Text prompt (models with a text condition).")]
 SeedOpt = Annotated[
     Optional[int],
-    typer.Option("--seed", help="Sample the VAE posterior with this seed (default: its mean, deterministic)."),
+    typer.Option("--seed", help="SD family: sample the VAE posterior with this seed (default: its mean). ResShift "
+                                "family: seed of the prior noise (default 0). Results are deterministic either way."),
+]
+SamplerOpt = Annotated[
+    Optional[str],
+    typer.Option("--sampler", help="ResShift family: one-step (students) | deterministic (SinSR's 15-step DDIM-like) | "
+                                   "stochastic (ResShift's 15 steps). Default: the model's."),
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (BaseOpt, ColorFixOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt, SeedOpt,
+from .common import (BaseOpt, ColorFixOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt, SamplerOpt, SeedOpt,
                      TileBatchOpt, TileOpt, WeightsOpt, err_console, fail, out_console, report_errors)
 
 
@@ -51,6 +51,7 @@ def evaluate(
     color_fix: ColorFixOpt = None,
     prompt: PromptOpt = None,
     seed: SeedOpt = None,
+    sampler: SamplerOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     save_dir: Annotated[Optional[Path], typer.Option(
@@ -100,7 +101,7 @@ def evaluate(
     named = dataset_registry().get(eval_set.name) if dataset in dataset_registry() else None
     scale = float(named.scale) if named else _infer_scale(eval_set)
     options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
-                             prompt=prompt, seed=seed)
+                             prompt=prompt, seed=seed, sampler=sampler)
     systems = []
     if outputs is not None:
         if weights or base:

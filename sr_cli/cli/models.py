@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -80,10 +81,14 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
             rows.append(("weights path", str(hub.manual_path(spec))))
         if w.instructions:
             rows.append(("how to get it", w.instructions))
+    if spec.autoencoder is not None:
+        ae = replace(spec, weights=spec.autoencoder)
+        rows += [("autoencoder", f"{spec.autoencoder.filename}: {spec.autoencoder.url or spec.autoencoder.repo or 'manual'}"),
+                 ("autoencoder status", weights_status(ae))]
     rows += [
         ("format", spec.format),
         ("scale", f"x{d.scale:g}"),
-        ("timestep", str(d.timestep)),
+        ("timestep", str(d.timestep) if spec.family != "resshift" else f"T-1 of the 15-step schedule, sampler {d.sampler}"),
         ("text condition", d.text_condition if d.text_condition == "learned"
          else f"prompt {d.prompt_template!r} with prompt={d.prompt!r}"),
         ("color fix", d.color_fix),
@@ -111,6 +116,9 @@ def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     if spec.weights is not None:
         path = hub.resolve_weights(spec, download=True)
         err_console.print(f"weights: {path}")
+    if spec.autoencoder is not None:
+        path = hub.resolve_weights(replace(spec, weights=spec.autoencoder), download=True)
+        err_console.print(f"autoencoder: {path}")
     err_console.print(f"{name}: ready")
 
 
@@ -124,10 +132,13 @@ def verify(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     if spec.weights is None:
         err_console.print(f"{name}: no weights file to verify")
         return
-    if spec.weights.kind == "embedded":
+    if spec.weights.kind == "embedded" or spec.family == "resshift":
         from ..loading import load_checkpoint
 
-        load_checkpoint(spec, download=False)
+        load_checkpoint(spec, download=False)  # resshift: both files, hashes checked, converted once
+        if spec.family == "resshift":
+            err_console.print(f"{name}: weights and autoencoder OK")
+            return
         err_console.print(f"{name}: embedded model OK ({spec.weights.path})")
         return
     path = hub.resolve_weights(spec, download=False)  # raises on a missing file or a hash mismatch
@@ -148,6 +159,12 @@ def import_(
     if spec.weights is None:
         err_console.print(f"{name} has no weights file to import")
         raise typer.Exit(2)
-    read_published(file, spec.format)  # refuse files that are not this model's format before copying
+    if spec.family == "resshift":  # refuse files that are not this model's format before copying
+        from ..checkpoints import safe_torch_load
+        from ..checkpoints_resshift import infer_unet_config, unwrap_state_dict
+
+        infer_unet_config(unwrap_state_dict(safe_torch_load(file), file), file)
+    else:
+        read_published(file, spec.format)
     dest = hub.import_weights(spec, file)
     err_console.print(f"{name}: imported {file} -> {dest}")

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..limits import DEFAULT_MAX_PIXELS
-from .common import (BaseOpt, ColorFixOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt, SeedOpt,
+from .common import (BaseOpt, ColorFixOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt, SamplerOpt, SeedOpt,
                      TileBatchOpt, TileOpt, WeightsOpt, err_console, fail, report_errors)
 
 FORMATS = ("same", "png", "jpg", "webp", "tiff")
@@ -93,6 +93,7 @@ def upscale(
     color_fix: ColorFixOpt = None,
     prompt: PromptOpt = None,
     seed: SeedOpt = None,
+    sampler: SamplerOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     fmt: Annotated[str, typer.Option("--format", help="Output format: same (as the input) | png | jpg | webp | tiff.")] = "png",
@@ -127,7 +128,7 @@ def upscale(
     weights_arg = str(weights) if weights else None
     spec = resolve_spec(model, base, weights_arg)
     options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
-                             prompt=prompt, seed=seed)
+                             prompt=prompt, seed=seed, sampler=sampler)
     options.resolved(spec)  # usage errors before any work
 
     jobs = discover(inputs, recursive, suffix)

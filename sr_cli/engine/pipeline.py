@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ..errors import NumericalError, UsageError
-from ..registry import COLOR_FIXES, ModelSpec
+from ..registry import COLOR_FIXES, SAMPLERS, ModelSpec
 from .color import apply_color_fix
 from .resize import output_size, pil_resize
 from .sd_onestep import OneStepSD
@@ -33,6 +33,7 @@ class UpscaleOptions:
     color_fix: str | None = None
     prompt: str | None = None
     seed: int | None = None
+    sampler: str | None = None  # ResShift family: one-step | deterministic | stochastic
 
     def resolved(self, spec: ModelSpec) -> "UpscaleOptions":
         d = spec.defaults
@@ -44,6 +45,7 @@ class UpscaleOptions:
             color_fix=d.color_fix if self.color_fix is None else self.color_fix,
             prompt=d.prompt if self.prompt is None else self.prompt,
             seed=self.seed,
+            sampler=d.sampler if self.sampler is None else self.sampler,
         )
         opts.check()
         return opts
@@ -59,6 +61,8 @@ class UpscaleOptions:
             raise UsageError(f"--tile-batch must be >= 1, got {self.tile_batch}")
         if self.color_fix not in COLOR_FIXES:
             raise UsageError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {self.color_fix!r}")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
 
 
 class SRModel:
@@ -102,6 +106,14 @@ class SRModel:
         height, width = output_size(lr.shape[-2], lr.shape[-1], opts.scale)
         # The model runs at its native scale; other factors resize its result (Lanczos) afterwards.
         native_h, native_w = output_size(lr.shape[-2], lr.shape[-1], self.native_scale)
+        if getattr(self.net, "works_on_lr", False):
+            out = self._upscale_in_lr_space(lr, opts, on_tile)
+            if (native_h, native_w) != (height, width):
+                out = pil_resize(out, height, width, Image.Resampling.LANCZOS)
+            return out
+        if opts.sampler != "one-step":
+            raise UsageError(f"--sampler {opts.sampler}: {self.name} is a one-step model (only the ResShift family "
+                             f"has multi-step samplers)")
         reference = pil_resize(lr.clamp(0, 1), native_h, native_w)  # [0, 1], CPU: the color-fix reference
 
         # The DTSM looks at the whole upsampled image in [-1, 1]; a fixed timestep needs none of it
@@ -128,6 +140,32 @@ class SRModel:
         out = apply_color_fix(opts.color_fix, out.clamp_(0, 1), reference)
         if (native_h, native_w) != (height, width):
             out = pil_resize(out, height, width, Image.Resampling.LANCZOS)
+        return out
+
+    def _upscale_in_lr_space(self, lr: torch.Tensor, opts: UpscaleOptions, on_tile) -> torch.Tensor:
+        """The ResShift family: tiles are cut from the LR image (the network conditions on it) and the
+        prior noise is drawn once per image at LR resolution (seeded; seed 0 by default), so overlapping
+        tiles start from the same x_T."""
+        sf = int(self.native_scale)
+        seed = 0 if opts.seed is None else opts.seed
+        eps = torch.randn(lr.shape, generator=torch.Generator().manual_seed(seed))
+        chain_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+        lr = lr.clamp(0, 1)
+
+        def tile_fn(crops: torch.Tensor) -> torch.Tensor:
+            x = crops.to(self.device, non_blocking=True)
+            x = torch.cat([x[:, :3] * 2 - 1, x[:, 3:]], dim=1)
+            return ((self.net.sample(x, opts.sampler, chain_gen) + 1) / 2).cpu()
+
+        out = run_tiled(torch.cat([lr, eps], dim=1), tile_fn, tile=opts.tile // sf, overlap=opts.overlap // sf,
+                        batch=opts.tile_batch, out_channels=3, on_tile=on_tile, scale=sf)
+        if not torch.isfinite(out).all():
+            raise NumericalError(f"the model produced NaN/inf values in {self.dtype} on {self.device}; "
+                                 f"try --dtype fp32 or bf16")
+        out.clamp_(0, 1)
+        if opts.color_fix != "none":
+            reference = pil_resize(lr, out.shape[-2], out.shape[-1])
+            out = apply_color_fix(opts.color_fix, out, reference)
         return out
 
     def upscale(self, image: Image.Image, options: UpscaleOptions | None = None, **kwargs) -> Image.Image:

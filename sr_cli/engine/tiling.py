@@ -97,10 +97,13 @@ def run_tiled(
     batch: int = 1,
     out_channels: int | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    scale: int = 1,
 ) -> torch.Tensor:
-    """Apply ``tile_fn`` (a size-preserving ``(B, C, h, w) -> (B, C', h, w)`` function) tile by tile.
+    """Apply ``tile_fn`` (a ``(B, C, h, w) -> (B, C', scale*h, scale*w)`` function) tile by tile.
 
-    ``image`` is ``(1, C, H, W)``; the result is ``(1, C', H, W)`` float32 on ``image``'s device.
+    ``image`` is ``(1, C, H, W)``; the result is ``(1, C', scale*H, scale*W)`` float32 on ``image``'s device.
+    ``tile`` and ``overlap`` are in ``image`` pixels; with ``scale > 1`` (models that work on the LR image)
+    the blending ramps span ``scale * overlap`` output pixels.
     An image no larger than one tile (or ``tile <= 0``) goes through ``tile_fn`` whole.
     ``on_tile(done, total)`` is called after each batch (progress reporting).
     """
@@ -115,14 +118,17 @@ def run_tiled(
         return out
 
     out_c = out_channels or c
-    acc = torch.zeros((1, out_c, height, width), dtype=torch.float32, device=image.device)
-    acc_w = torch.zeros((1, 1, height, width), dtype=torch.float32, device=image.device)
+    s = int(scale)
+    out_h, out_w = height * s, width * s
+    acc = torch.zeros((1, out_c, out_h, out_w), dtype=torch.float32, device=image.device)
+    acc_w = torch.zeros((1, 1, out_h, out_w), dtype=torch.float32, device=image.device)
     done = 0
     for group in _batches(tiles, batch):
         crops = torch.cat([image[:, :, t.top : t.top + t.height, t.left : t.left + t.width] for t in group])
         result = tile_fn(crops).float().to(image.device)
-        for t, res in zip(group, result):
-            w = tile_weights(t, height, width, overlap).to(image.device)
+        for t_in, res in zip(group, result):
+            t = Tile(t_in.top * s, t_in.left * s, t_in.height * s, t_in.width * s)
+            w = tile_weights(t, out_h, out_w, overlap * s).to(image.device)
             acc[0, :, t.top : t.top + t.height, t.left : t.left + t.width].addcmul_(res, w)
             acc_w[0, 0, t.top : t.top + t.height, t.left : t.left + t.width].add_(w)
         done += len(group)
