@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import models, placeholders
+from . import models
+from .distill import distill
 from .evaluate import evaluate
 from .train import train
 from .upscale import upscale
@@ -35,7 +36,7 @@ def _root(
 
 app.command()(upscale)
 app.command()(train)
-app.command()(placeholders.distill)
+app.command()(distill)
 app.command()(evaluate)
 app.add_typer(models.app, name="models")
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..errors import UsageError
 
-METHODS = ("osediff", "hero-sr", "dfosd", "lite")
+METHODS = ("osediff", "hero-sr", "dfosd", "lite", "sinsr", "vpd-sr", "hf-diff")
+DISTILL_METHODS = ("sinsr", "vpd-sr", "hf-diff")  # `srx distill`: ResShift teacher -> one-step student
 
 # Hero-SR's Table 1 pairs are not in the paper's text; these follow CLIP-IQA's antonym prompts for the
 # attributes the paper names (quality, sharpness, noise, clarity) plus naturalness.
@@ -74,6 +75,18 @@ class TrainConfig:
     clip_model: str = "openai/clip-vit-base-patch32"  # CLIP for Hero-SR's TD-PAL / ID-SAL (a Hub id or a directory)
     lite_channels: list[int] = field(default_factory=lambda: [48, 96, 160])  # lite UNet widths
     lite_blocks: int = 2  # lite residual blocks per level and direction
+    # distillation (`srx distill`): a multi-step ResShift-family teacher -> one-step student
+    teacher: str = "resshift"  # registry name or model directory of the teacher (its VQ autoencoder is kept)
+    student: str | None = None  # initial student weights (a ResShift-family model); default: a copy of the teacher
+    w_distill: float = 1.0  # MSE of the student's x0 to the teacher's deterministic 15-step x0 (latent)
+    w_inverse: float = 0.0  # SinSR inverse loss: student(x0_teacher, t=0) -> x_T
+    w_consistency: float = 0.0  # SinSR consistency-preserving loss: student(student(x0_gt, 0), T-1) -> x0_gt
+    w_hfp: float = 0.0  # VPD-SR high-frequency (Haar LH/HL/HH) loss between student and teacher latents
+    w_clip_sem: float = 0.0  # VPD-SR CLIP semantic loss: 1 - cos(CLIP(SR), CLIP(GT))
+    w_inn: float = 0.0  # HF-Diff high-frequency perceptual loss through the invertible network
+    w_dino: float = 0.0  # HF-Diff Jensen-Shannon divergence of DINOv2 embeddings (SR vs GT)
+    inn_weights: str | None = None  # HF-Diff's inn_pretrained.pt
+    dino_model: str = "facebook/dinov2-small"  # a Hub id or a directory (transformers Dinov2Model)
     # bookkeeping
     checkpoint_every: int = 500  # steps between checkpoints (and at the end)
     validate_every: int = 500  # steps between validation images (0: never)
@@ -130,6 +143,19 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # trained on a mix of Real-ESRGAN degradations and plain bicubic downsampling.
     "lite": {"base": None, "lr": 2e-4, "w_mse": 0.0, "w_lpips": 0.0, "w_vsd": 0.0, "w_l1": 1.0, "resolution": 128,
              "batch_size": 16, "bicubic_prob": 0.5, "weight_decay": 0.0, "timestep": 0},
+    # Distillation of the 15-step ResShift teacher (its deterministic sampler) into a one-step student, 256 GT crops.
+    # SinSR (code): student = teacher copy, distill + inverse + consistency (1/1/1), AdamW 5e-5, no weight decay.
+    "sinsr": {"base": None, "teacher": "resshift", "lr": 5e-5, "weight_decay": 0.0, "resolution": 256,
+              "batch_size": 16, "w_mse": 0.0, "w_lpips": 0.0, "w_vsd": 0.0,
+              "w_distill": 1.0, "w_inverse": 1.0, "w_consistency": 1.0},
+    # VPD-SR: student = ResShift copy, distill + 0.1 HFP + 1 CLIP semantic + 0.1 hinge adversarial (batch 16).
+    "vpd-sr": {"base": None, "teacher": "resshift", "lr": 5e-5, "lr_aux": 5e-5, "weight_decay": 0.0,
+               "resolution": 256, "batch_size": 16, "w_mse": 0.0, "w_lpips": 0.0, "w_vsd": 0.0,
+               "w_distill": 1.0, "w_hfp": 0.1, "w_clip_sem": 1.0, "w_adv": 0.1},
+    # HF-Diff: fine-tunes SinSR with the SinSR losses + 0.2 INN HF-perceptual + 0.15 JS(DINOv2) (batch 32).
+    "hf-diff": {"base": None, "teacher": "resshift", "student": "sinsr", "lr": 5e-5, "weight_decay": 0.0,
+                "resolution": 256, "batch_size": 32, "w_mse": 0.0, "w_lpips": 0.0, "w_vsd": 0.0,
+                "w_distill": 1.0, "w_inverse": 1.0, "w_consistency": 1.0, "w_inn": 0.2, "w_dino": 0.15},
 }
 
 

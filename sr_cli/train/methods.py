@@ -19,7 +19,7 @@ from ..checkpoints import AdapterSpec, OneStepCheckpoint
 from ..engine.sd_onestep import OneStepSD
 from ..lora import lora_config, osediff_unet_targets, osediff_vae_targets
 from ..nets.dtsm import DynamicTimestepModule
-from .config import HERO_SR_ATTRIBUTE_PROMPTS, TrainConfig
+from .config import DISTILL_METHODS, HERO_SR_ATTRIBUTE_PROMPTS, TrainConfig
 from .perceptual import CLIPPerception, ea_dists_loss, lpips_loss, make_dists, make_lpips
 
 # Hero-SR's UNet LoRA targets (suffix patterns, peft matching), as in img2img-turbo-style one-step code.
@@ -403,6 +403,10 @@ METHOD_CLASSES = {"osediff": OSEDiffMethod, "hero-sr": HeroSRMethod, "dfosd": DF
 
 
 def build_method(cfg: TrainConfig, base_dir: Path) -> OneStepMethod:
+    if cfg.method in DISTILL_METHODS:
+        from .distill import HFDiffMethod, SinSRMethod, VPDSRMethod
+
+        return {"sinsr": SinSRMethod, "vpd-sr": VPDSRMethod, "hf-diff": HFDiffMethod}[cfg.method](cfg, base_dir)
     return METHOD_CLASSES[cfg.method](cfg, base_dir)
 
 

@@ -62,11 +62,15 @@ class CLIPPerception(nn.Module):
         super().__init__()
         self.model = frozen(model)
         self.size = model.config.vision_config.image_size
-        ids = tokenizer([p for pair in prompt_pairs for p in pair], padding=True, return_tensors="pt")
-        with torch.no_grad():
-            text = self.model.get_text_features(**ids)
-            text = getattr(text, "pooler_output", text)
-        self.register_buffer("text", F.normalize(text.float(), dim=-1).view(len(prompt_pairs), 2, -1))
+        if prompt_pairs:
+            ids = tokenizer([p for pair in prompt_pairs for p in pair], padding=True, return_tensors="pt")
+            with torch.no_grad():
+                text = self.model.get_text_features(**ids)
+                text = getattr(text, "pooler_output", text)
+            text = F.normalize(text.float(), dim=-1).view(len(prompt_pairs), 2, -1)
+        else:  # image-image similarity only (VPD-SR's semantic loss)
+            text = torch.zeros(0, 2, model.config.projection_dim)
+        self.register_buffer("text", text)
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1))
 
