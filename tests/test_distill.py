@@ -223,3 +223,20 @@ def test_distill_rejects_a_non_resshift_teacher_and_unknown_method(teachers, hq_
                             "--resolution", "32", "--max-steps", "1"])
     assert r.exit_code == 2 and "ResShift-family" in r.output
     assert not (tmp_path / "x" / "srx_model.json").exists()
+
+
+def test_distill_recipes_match_the_papers():
+    from pathlib import Path
+
+    from sr_cli.train.config import load_recipe
+
+    root = Path(__file__).parent.parent / "configs"
+    s = resolve_config(None, load_recipe(root / "sinsr.yaml"), data=["x"])
+    assert (s.method, s.teacher, s.w_distill, s.w_inverse, s.w_consistency, s.lr, s.resolution) == \
+        ("sinsr", "resshift", 1.0, 1.0, 1.0, 5e-5, 256)
+    assert s.batch_size * s.grad_accum == 64
+    v = resolve_config(None, load_recipe(root / "vpd-sr.yaml"), data=["x"])
+    assert (v.w_distill, v.w_hfp, v.w_clip_sem, v.w_adv, v.w_inverse, v.batch_size) == (1.0, 0.1, 1.0, 0.1, 0.0, 16)
+    h = resolve_config(None, load_recipe(root / "hf-diff.yaml"), data=["x"])
+    assert (h.student, h.w_inn, h.w_dino, h.w_inverse, h.w_consistency, h.max_steps) == ("sinsr", 0.2, 0.15, 1.0, 1.0, 20000)
+    assert h.batch_size * h.grad_accum == 32

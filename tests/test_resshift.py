@@ -198,3 +198,49 @@ def test_models_info_shows_non_commercial_licenses(hf_home):
         assert r.exit_code == 0, r.output
         assert needle in r.output and "non-commercial" in r.output.lower()
         assert "autoencoder_vq_f4.pth" in r.output
+
+
+# ----------------------------------------------------------------------------- real weights / GPU (skipped here)
+
+
+def _real_model(name):
+    from sr_cli import load_model
+    from sr_cli.errors import SrxError
+
+    try:
+        return load_model(name, device="auto", download=False)
+    except SrxError as e:
+        pytest.skip(f"{name} weights not in the local cache ({e})")
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("name", ["sinsr", "resshift"])
+def test_real_weights_load_with_the_v1_architecture_and_upscale(name):
+    from importlib import resources
+
+    from sr_cli.engine.pipeline import UpscaleOptions, pil_to_tensor
+    from sr_cli.nets.swin_unet import SwinUNetConfig
+
+    model = _real_model(name)
+    assert model.net.unet.config == SwinUNetConfig()  # 118.6M parameters, read off the published file
+    assert sum(p.numel() for p in model.net.unet.parameters()) == pytest.approx(118.6e6, rel=1e-3)
+    lr = pil_to_tensor(Image.open(resources.files("sr_cli").joinpath("samples", "astronaut_lr.png")).convert("RGB"))
+    sr = model.upscale_tensor(lr, UpscaleOptions(sampler="one-step" if name == "sinsr" else "deterministic"))
+    assert sr.shape == (1, 3, 512, 512)
+    down = F.interpolate(sr, scale_factor=0.25, mode="bicubic", antialias=True)
+    psnr = 10 * torch.log10(1 / F.mse_loss(down.clamp(0, 1), lr))
+    assert psnr > 25  # the SR result is consistent with its input at LR scale
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_gpu_matches_fp32(tmp_path, dtype):
+    model = ResShiftSR.from_checkpoint(read_resshift(*make_resshift_files(tmp_path)))
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, torch.randn(2, 3, 32, 32, generator=g)], 1)
+    with torch.no_grad():
+        ref = model.sample(x, "one-step")
+        model.place(torch.device("cuda"), dtype)
+        half = model.sample(x.cuda(), "one-step").cpu()
+    assert torch.isfinite(half).all() and (half - ref).abs().mean() < 0.02
