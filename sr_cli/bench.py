@@ -88,9 +88,17 @@ def load_bench_model(name: str, device: str, dtype: str, merge: bool = True):
     from .loading import load_model
     from .registry import get_spec
 
+    dev = resolve_device(device)
+    if name == "resshift-v1":  # SinSR/ResShift architecture (118.6M Swin-UNet + 55.3M VQ-f4), random weights
+        from .engine.resshift import ResShiftSchedule, ResShiftSR
+        from .nets.swin_unet import SwinUNet
+        from .nets.vqgan import build_vq_model
+
+        torch.manual_seed(0)
+        net = ResShiftSR(SwinUNet(), build_vq_model(), ResShiftSchedule()).eval().requires_grad_(False)
+        return SRModel(replace(get_spec("sinsr"), name=name), net, dev, resolve_dtype(dtype, dev))
     if name not in RANDOM_CONFIGS:
         return load_model(name, device=device, dtype=dtype, merge_lora=merge)
-    dev = resolve_device(device)
     spec = get_spec("osediff")  # OSEDiff's defaults: t = 999, adain, 512/64 tiles
     spec = replace(spec, name=name, defaults=replace(spec.defaults, text_condition="learned"))
     return SRModel(spec, random_sd(name, merge), dev, resolve_dtype(dtype, dev))
@@ -134,6 +142,8 @@ def model_stages(net) -> dict[str, torch.nn.Module]:
     """The model's stages worth timing apart: encode / UNet / decode (SD), the UNet alone otherwise."""
     if hasattr(net, "vae"):
         return {"encode": net.vae.encoder, "unet": net.unet, "decode": net.vae.decoder}
+    if hasattr(net, "vq"):  # ResShift family
+        return {"encode": net.vq.encoder, "unet": net.unet, "decode": net.vq.decoder}
     return {"unet": net.unet}
 
 
@@ -145,6 +155,14 @@ def tile_flops(model, tile: int) -> float | None:
     from torch.utils.flop_counter import FlopCounterMode
 
     net = model.net
+    if getattr(net, "works_on_lr", False):  # ResShift family: LR tile + prior noise, one step
+        lr_tile = tile // int(model.native_scale)
+        try:
+            with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+                net(torch.zeros(1, 6, lr_tile, lr_tile, device=model.device), "one-step")
+        except Exception:  # noqa: BLE001
+            return None
+        return float(counter.get_total_flops())
     x = torch.zeros(1, 3, tile, tile, device=model.device)
     t = net.choose_timesteps(x, model.fixed_timestep())
     text = net.text_condition(model.text_for(""))
@@ -382,7 +400,7 @@ def print_report(r: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m sr_cli.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="lite", help="lite | tiny-sd | sd21 (random weights) | registry name | dir")
+    ap.add_argument("--model", default="lite", help="lite | tiny-sd | sd21 | resshift-v1 (random weights) | registry name | dir")
     ap.add_argument("--size", type=int, default=512, help="input side in pixels (output = x4)")
     ap.add_argument("--image", type=Path, help="benchmark on a centre crop of this photograph (default: synthetic)")
     ap.add_argument("--tile", type=int)

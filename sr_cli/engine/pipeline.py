@@ -155,7 +155,7 @@ class SRModel:
         def tile_fn(crops: torch.Tensor) -> torch.Tensor:
             x = crops.to(self.device, non_blocking=True)
             x = torch.cat([x[:, :3] * 2 - 1, x[:, 3:]], dim=1)
-            return ((self.net.sample(x, opts.sampler, chain_gen) + 1) / 2).cpu()
+            return ((self.net(x, opts.sampler, chain_gen) + 1) / 2).cpu()
 
         out = run_tiled(torch.cat([lr, eps], dim=1), tile_fn, tile=opts.tile // sf, overlap=opts.overlap // sf,
                         batch=opts.tile_batch, out_channels=3, on_tile=on_tile, scale=sf)

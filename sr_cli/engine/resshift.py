@@ -194,6 +194,9 @@ class ResShiftSR(nn.Module):
         return x0_hat
 
     # ------------------------------------------------------------------ inference on a tile batch
+    def forward(self, x: torch.Tensor, sampler: str = "one-step", generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.sample(x, sampler, generator)
+
     def sample(self, x: torch.Tensor, sampler: str = "one-step", generator: torch.Generator | None = None) -> torch.Tensor:
         """``x``: ``(B, 6, h, w)`` = LR in [-1, 1] and prior noise; returns ``(B, 3, sf*h, sf*w)`` in [-1, 1]."""
         if sampler not in SAMPLERS:
