@@ -172,6 +172,8 @@ def test_hf_diff_needs_the_inn_and_learns(teachers, hq_dir, tmp_path):
     terms["total"].backward()
     check_gradients(method)
     assert all(p.grad is None for p in method.inn.parameters()) and all(p.grad is None for p in method.dino.parameters())
+    cfg2 = cfg_for("hf-diff", hq_dir, tmp_path, inn_weights=str(inn_file), lr=1e-3)
+    loss_goes_down(build_method(cfg2, None), cfg2, lq, hq, steps=4)
     bad = tmp_path / "bad.pt"
     torch.save({"weight": torch.zeros(3)}, bad)
     with pytest.raises(UsageError, match="not an INN weights file"):

@@ -192,6 +192,19 @@ def test_sampler_option_is_checked(sinsr_cached, tmp_path):
     assert not (tmp_path / "o" / "in_srx.png").exists()
 
 
+def test_models_import_hf_diff_checks_the_layout(hf_home, tmp_path):
+    from sr_cli import hub
+    from sr_cli.registry import get_spec
+
+    denoiser, ae = make_resshift_files(tmp_path / "f", "state_dict")
+    r = runner.invoke(app, ["models", "import", "hf-diff", str(ae)])  # the autoencoder is not the model's file
+    assert r.exit_code != 0 and "not a ResShift denoiser" in r.output
+    assert not hub.manual_path(get_spec("hf-diff")).exists()
+    r = runner.invoke(app, ["models", "import", "hf-diff", str(denoiser)])
+    assert r.exit_code == 0, r.output
+    assert hub.manual_path(get_spec("hf-diff")).read_bytes() == denoiser.read_bytes()
+
+
 def test_models_info_shows_non_commercial_licenses(hf_home):
     for name, needle in (("resshift", "S-Lab"), ("sinsr", "CC BY-NC-SA"), ("hf-diff", "non-commercial")):
         r = runner.invoke(app, ["models", "info", name], terminal_width=300)
