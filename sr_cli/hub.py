@@ -130,6 +130,20 @@ def resolve_base(base: BaseModel, model_name: str, download: bool = True) -> Pat
 # ----------------------------------------------------------------------------- one-step weights
 
 
+def autoencoder_spec(spec: ModelSpec) -> ModelSpec:
+    """The spec under which a model's separate autoencoder file is resolved (ResShift family).
+
+    Models that share the file (ResShift, SinSR, HF-Diff all use ResShift's ``autoencoder_vq_f4.pth``) share
+    one cached copy: it is kept under a name derived from its source, not from the model.
+    """
+    import hashlib
+    from dataclasses import replace
+
+    src = spec.autoencoder
+    origin = src.url or (f"{src.repo}@{src.revision}" if src.repo else src.filename)
+    return replace(spec, name="shared-" + hashlib.sha256(origin.encode()).hexdigest()[:12], weights=src)
+
+
 def manual_path(spec: ModelSpec) -> Path:
     return cache_root() / "downloads" / spec.name / spec.weights.filename
 

@@ -66,7 +66,7 @@ def _load_resshift_checkpoint(spec: ModelSpec, denoiser: Path, download: bool) -
 
     if spec.autoencoder is None:
         raise UnknownModelError(f"model {spec.name!r} names no [autoencoder] weights file")
-    autoencoder = hub.resolve_weights(replace(spec, weights=spec.autoencoder), download=download)
+    autoencoder = hub.resolve_weights(hub.autoencoder_spec(spec), download=download)
     key = hashlib.sha256((hub.sha256_file(denoiser) + hub.sha256_file(autoencoder)).encode()).hexdigest()
     cached = hub.converted_dir(key)
     if is_model_dir(cached):

@@ -35,13 +35,16 @@ def tiny_clip(tmp_path_factory):
 def teachers(hf_home, tmp_path):
     """ResShift (teacher) and SinSR (hf-diff's initial student) in the srx cache, as after `srx models download`."""
     from sr_cli import hub
+    from sr_cli.registry import get_spec
 
     for name, filename, seed in (("resshift", "resshift_realsrx4_s15_v1.pth", 3), ("sinsr", "SinSR_v1.pth", 5)):
         denoiser, ae = make_resshift_files(tmp_path / name, "module", unet=make_tiny_swin_unet(seed))
         dl = hub.cache_root() / "downloads" / name
         dl.mkdir(parents=True)
         shutil.copy(denoiser, dl / filename)
-        shutil.copy(ae, dl / "autoencoder_vq_f4.pth")
+        ae_dest = hub.manual_path(hub.autoencoder_spec(get_spec(name)))
+        ae_dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ae, ae_dest)  # one shared copy (the same file for every ResShift-family model)
     return hf_home
 
 

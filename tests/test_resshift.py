@@ -144,13 +144,16 @@ def test_one_step_student_equals_the_formula(tmp_path):
 def sinsr_cached(hf_home, tmp_path) -> tuple[Path, Path]:
     """SinSR's two files where `srx models download sinsr` puts them (the srx cache)."""
     from sr_cli import hub
+    from sr_cli.registry import get_spec
 
     denoiser, ae = make_resshift_files(tmp_path / "files", "module")
     dl = hub.cache_root() / "downloads" / "sinsr"
     dl.mkdir(parents=True)
     shutil.copy(denoiser, dl / "SinSR_v1.pth")
-    shutil.copy(ae, dl / "autoencoder_vq_f4.pth")
-    return dl / "SinSR_v1.pth", dl / "autoencoder_vq_f4.pth"
+    ae_dest = hub.manual_path(hub.autoencoder_spec(get_spec("sinsr")))
+    ae_dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ae, ae_dest)
+    return dl / "SinSR_v1.pth", ae_dest
 
 
 def test_upscale_sinsr_end_to_end(sinsr_cached, tmp_path):
@@ -257,3 +260,12 @@ def test_half_precision_on_gpu_matches_fp32(tmp_path, dtype):
         model.place(torch.device("cuda"), dtype)
         half = model.sample(x.cuda(), "one-step").cpu()
     assert torch.isfinite(half).all() and (half - ref).abs().mean() < 0.02
+
+
+def test_the_three_models_share_one_autoencoder_copy(hf_home):
+    from sr_cli import hub
+    from sr_cli.registry import get_spec
+
+    paths = {hub.manual_path(hub.autoencoder_spec(get_spec(n))) for n in ("resshift", "sinsr", "hf-diff")}
+    assert len(paths) == 1 and next(iter(paths)).name == "autoencoder_vq_f4.pth"
+    assert hub.manual_path(get_spec("sinsr")).name == "SinSR_v1.pth"

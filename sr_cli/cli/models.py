@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -82,9 +81,9 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
         if w.instructions:
             rows.append(("how to get it", w.instructions))
     if spec.autoencoder is not None:
-        ae = replace(spec, weights=spec.autoencoder)
+        ae = hub.autoencoder_spec(spec)
         rows += [("autoencoder", f"{spec.autoencoder.filename}: {spec.autoencoder.url or spec.autoencoder.repo or 'manual'}"),
-                 ("autoencoder status", weights_status(ae))]
+                 ("autoencoder status", weights_status(ae)), ("autoencoder path", str(hub.manual_path(ae)))]
     rows += [
         ("format", spec.format),
         ("scale", f"x{d.scale:g}"),
@@ -117,7 +116,7 @@ def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
         path = hub.resolve_weights(spec, download=True)
         err_console.print(f"weights: {path}")
     if spec.autoencoder is not None:
-        path = hub.resolve_weights(replace(spec, weights=spec.autoencoder), download=True)
+        path = hub.resolve_weights(hub.autoencoder_spec(spec), download=True)
         err_console.print(f"autoencoder: {path}")
     err_console.print(f"{name}: ready")
 
