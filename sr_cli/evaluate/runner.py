@@ -130,8 +130,13 @@ class ModelSystem(System):
         dev = resolve_device(self.device)
         spec = self.spec.to_dict()
         opts = replace(self.options, tile_batch=None)  # batching does not change results
-        return {"system": "model", "spec": spec, "weights_file": _file_identity(self.spec),
-                "options": opts.__dict__, "device": dev.type, "dtype": str(resolve_dtype(self.dtype, dev))}
+        fp = {"system": "model", "spec": spec, "weights_file": _file_identity(self.spec),
+              "options": opts.__dict__, "device": dev.type, "dtype": str(resolve_dtype(self.dtype, dev))}
+        if self.spec.autoencoder is not None:  # ResShift family: the VQ autoencoder is a second file
+            from ..hub import autoencoder_spec
+
+            fp["autoencoder_file"] = _file_identity(autoencoder_spec(self.spec))
+        return fp
 
     @property
     def model(self):
