@@ -269,3 +269,27 @@ def test_the_three_models_share_one_autoencoder_copy(hf_home):
     paths = {hub.manual_path(hub.autoencoder_spec(get_spec(n))) for n in ("resshift", "sinsr", "hf-diff")}
     assert len(paths) == 1 and next(iter(paths)).name == "autoencoder_vq_f4.pth"
     assert hub.manual_path(get_spec("sinsr")).name == "SinSR_v1.pth"
+
+
+def test_evaluate_sinsr_end_to_end(sinsr_cached, tmp_path):
+    import json
+
+    from test_evaluate import make_pairs
+
+    data = make_pairs(tmp_path / "set", n=2, hr_size=(64, 48))
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "sinsr", "--metrics", "psnr,ssim",
+                            "--baseline", "bicubic", "--save-images", str(tmp_path / "sr"), "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    model = doc["systems"][0]
+    assert model["model_runs"] == 2 and model["images_scored"] == 2
+    assert np.isfinite(model["mean"]["psnr"]) and 0 < model["mean"]["ssim"] <= 1
+    assert sorted(p.name for p in (tmp_path / "sr").rglob("*.png")) == ["img0.png", "img1.png"]  # SR images saved
+    # the saved SR image is the engine's output for the LR image (same seed-0 prior noise)
+    from sr_cli import load_model
+    from sr_cli.engine.pipeline import pil_to_tensor, tensor_to_pil
+
+    model_obj = load_model("sinsr", device="cpu")
+    ref = np.asarray(tensor_to_pil(model_obj.upscale_tensor(pil_to_tensor(Image.open(data / "LR" / "img0.png").convert("RGB")))))
+    saved = list((tmp_path / "sr").rglob("img0.png"))
+    assert len(saved) == 1 and np.array_equal(np.asarray(Image.open(saved[0]).convert("RGB")), ref)
