@@ -24,15 +24,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import SrxError
 from .limits import DEFAULT_MAX_PIXELS
+from .png_encoder import PNG_SIGNATURE, encode_png
 
 TEMP_SUFFIX = ".srx-tmp"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FORMAT_BY_NAME = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF",
                   "bmp": "BMP"}
 EXTENSION_BY_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
-PNG_COMPRESS_LEVEL = 1
+PNG_COMPRESS_LEVEL = 1  # zlib level 1 with the run-length strategy: see png_encoder
 EXIF_ORIENTATION = 0x0112
 
 
@@ -225,35 +225,17 @@ def to_gray(color: torch.Tensor) -> torch.Tensor:
 
 
 def _quantize(t: torch.Tensor, bits: int) -> np.ndarray:
-    """(1, C, H, W) [0, 1] -> (H, W, C) uint8/uint16, rounded."""
+    """(1, C, H, W) [0, 1] -> (H, W, C) uint8/uint16, rounded, C-contiguous."""
     maxval = 65535.0 if bits == 16 else 255.0
-    # torch ops (multi-threaded, one temporary) instead of numpy's chain of image-sized temporaries.
-    y = t[0].permute(1, 2, 0).clamp(0, 1).mul_(maxval).round_()
-    return y.to(torch.uint8).numpy() if bits == 8 else y.to(torch.int32).numpy().astype(np.uint16)
-
-
-def _png16_bytes(arr: np.ndarray, exif: bytes | None, icc: bytes | None, dpi) -> bytes:
-    import png
-
-    h, w, planes = arr.shape
-    kwargs = {}
-    if dpi:
-        kwargs = {"x_pixels_per_unit": round(dpi[0] / 0.0254), "y_pixels_per_unit": round(dpi[1] / 0.0254),
-                  "unit_is_meter": True}
-    writer = png.Writer(w, h, greyscale=planes in (1, 2), alpha=planes in (2, 4), bitdepth=16,
-                        compression=PNG_COMPRESS_LEVEL, **kwargs)
-    buf = io.BytesIO()
-    writer.write(buf, arr.reshape(h, w * planes))
-    chunks = list(png.Reader(bytes=buf.getvalue()).chunks())
-    extra = []
-    if icc:
-        extra.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)))
-    if exif:
-        extra.append((b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
-    idat = next(i for i, (kind, _) in enumerate(chunks) if kind == b"IDAT")
-    out = io.BytesIO()
-    png.write_chunks(out, chunks[:idat] + extra + chunks[idat:])
-    return out.getvalue()
+    c, h, w = t.shape[1:]
+    out = torch.empty((h, w, c), dtype=torch.uint8 if bits == 8 else torch.int32)
+    # A block of rows at a time (about 1 MiB of floats: cache-sized temporaries, 2.5x faster than whole-image
+    # passes); the planar -> interleaved transpose happens in the copy that also converts the type.
+    rows = max(1, (1 << 18) // max(1, c * w))
+    for top in range(0, h, rows):
+        block = t[0, :, top : top + rows].clamp(0, 1).mul_(maxval).round_()
+        out[top : top + rows].copy_(block.permute(1, 2, 0))
+    return out.numpy() if bits == 8 else out.numpy().astype(np.uint16)
 
 
 def encode_image(color: torch.Tensor, alpha: torch.Tensor | None, fmt: str, *, grayscale: bool = False,
@@ -265,8 +247,8 @@ def encode_image(color: torch.Tensor, alpha: torch.Tensor | None, fmt: str, *, g
         channels = torch.cat([channels, alpha], dim=1)
     bits = bit_depth if fmt in SIXTEEN_BIT_FORMATS else 8
     arr = _quantize(channels, bits)
-    if bits == 16 and fmt == "PNG" and arr.shape[-1] > 1:
-        return _png16_bytes(arr, exif, icc_profile, dpi)
+    if fmt == "PNG":
+        return encode_png(arr, icc_profile=icc_profile, exif=exif, dpi=dpi, level=PNG_COMPRESS_LEVEL)
     if bits == 16 and fmt == "TIFF" and arr.shape[-1] > 1:
         import tifffile
 
@@ -282,9 +264,9 @@ def encode_image(color: torch.Tensor, alpha: torch.Tensor | None, fmt: str, *, g
     params: dict = {}
     if icc_profile:
         params["icc_profile"] = icc_profile
-    if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+    if exif and fmt in ("JPEG", "WEBP", "TIFF"):
         params["exif"] = exif
-    if dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
+    if dpi and fmt in ("JPEG", "TIFF", "BMP"):
         params["dpi"] = tuple(float(d) for d in dpi)
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = quality
@@ -292,13 +274,6 @@ def encode_image(color: torch.Tensor, alpha: torch.Tensor | None, fmt: str, *, g
         params["subsampling"] = 0 if quality >= 90 else 2
     if fmt == "TIFF":
         params["compression"] = "tiff_deflate"
-    if fmt == "PNG":
-        # zlib level 1 (OpenCV's default, what Real-ESRGAN writes): ~4x faster than Pillow's 6 on a 2048²
-        # photo for files ~15% larger. Encoding is otherwise a third of a lite upscale's wall time.
-        params["compress_level"] = PNG_COMPRESS_LEVEL
-        # zlib's run-length strategy on Pillow's filtered rows: on photographs and SR outputs as small as
-        # level 6 (15% smaller than plain level 1 on srx's photo set) and no slower than level 1.
-        params["compress_type"] = zlib.Z_RLE
     buf = io.BytesIO()
     im.save(buf, format=fmt, **params)
     return buf.getvalue()

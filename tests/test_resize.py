@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -27,3 +28,30 @@ def test_keeps_16bit_precision():
 def test_output_size_rounds():
     assert output_size(9, 13, 2.5) == (22, 32)
     assert output_size(1, 1, 1.2) == (1, 1)
+
+
+def pil_float_bicubic(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL's own float bicubic, per channel, horizontal pass then vertical, clipped after each pass."""
+    chans = []
+    for c in x[0].numpy():
+        img = Image.fromarray(c).resize((width, c.shape[0]), Image.Resampling.BICUBIC)
+        img = Image.fromarray(np.clip(np.asarray(img), 0, 1)).resize((width, height), Image.Resampling.BICUBIC)
+        chans.append(np.clip(np.asarray(img), 0, 1))
+    return torch.from_numpy(np.stack(chans))[None]
+
+
+@pytest.mark.parametrize("h,w,fy,fx", [(37, 53, 4, 4), (1, 7, 4, 4), (2, 2, 4, 4), (5, 3, 4, 4), (9, 11, 2, 3),
+                                       (4, 6, 1, 4), (3, 3, 8, 8), (64, 48, 4, 4)])
+def test_integer_factor_bicubic_equals_pil_float(h, w, fy, fx):
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+    ours = pil_resize(x, fy * h, fx * w)
+    ref = pil_float_bicubic(x, fy * h, fx * w)
+    assert ours.shape == ref.shape == (1, 3, fy * h, fx * w)
+    assert (ours - ref).abs().max() < 1e-6  # float32 vs PIL's double accumulation
+
+
+def test_non_integer_factors_and_other_filters_still_use_pil():
+    x = torch.rand(1, 3, 10, 12, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(pil_resize(x, 25, 30), pil_float_bicubic(x, 25, 30), atol=1e-7)
+    lanczos = pil_resize(x, 40, 48, Image.Resampling.LANCZOS)
+    assert not torch.allclose(lanczos, pil_resize(x, 40, 48), atol=1e-3)

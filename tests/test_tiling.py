@@ -106,3 +106,36 @@ def test_output_channels_may_differ():
 def test_bad_overlap_rejected():
     with pytest.raises(ValueError):
         tile_starts(100, 32, 32)
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(100, 32, 8), (2048, 1088, 64), (37, 16, 0), (70, 32, 12)])
+def test_blend_weights_sum_to_exactly_one(length, tile, overlap):
+    from sr_cli.engine.tiling import blend_weights
+
+    total = torch.zeros(length)
+    for start, w in blend_weights(length, tile, overlap).items():
+        total[start : start + len(w)] += w
+    assert torch.allclose(total, torch.ones(length), atol=1e-6)
+
+
+@pytest.mark.parametrize("h,w,tile,overlap,batch,scale", [(70, 130, 32, 8, 1, 1), (70, 130, 32, 8, 4, 1),
+                                                          (33, 47, 16, 4, 2, 4), (40, 17, 16, 8, 5, 1)])
+def test_run_tiled_equals_accumulate_and_normalize(h, w, tile, overlap, batch, scale):
+    """The streamed blend (assign fresh areas, accumulate the rest, pre-normalized weights) equals the plain
+    definition: sum of weight * tile output over a zeroed image, divided by the sum of weights."""
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(1))
+
+    def fn(c):  # depends on the tile's position in its input: tiles truly differ in the overlaps
+        y = F.interpolate(c, scale_factor=scale, mode="nearest") if scale > 1 else c
+        return y * torch.linspace(0.5, 1.5, y.shape[-1]) + torch.linspace(0, 0.2, y.shape[-2])[:, None]
+
+    out = run_tiled(x, fn, tile, overlap, batch, scale=scale)
+    acc = torch.zeros(1, 3, h * scale, w * scale)
+    acc_w = torch.zeros(1, 1, h * scale, w * scale)
+    for t in plan_tiles(h, w, tile, overlap):
+        big = Tile(t.top * scale, t.left * scale, t.height * scale, t.width * scale)
+        wt = tile_weights(big, h * scale, w * scale, overlap * scale)
+        res = fn(x[:, :, t.top : t.top + t.height, t.left : t.left + t.width])
+        acc[:, :, big.top : big.top + big.height, big.left : big.left + big.width] += res * wt
+        acc_w[:, :, big.top : big.top + big.height, big.left : big.left + big.width] += wt
+    assert torch.allclose(out, acc / acc_w, atol=1e-5)

@@ -51,8 +51,8 @@ class OneStepLite(nn.Module):
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.unet.multiple)
         z_t = F.pixel_unshuffle(x.to(self.dtype), self.unet.latent_factor)  # exact, lossless latent; x_T = y
-        x0 = self.unet(z_t)
-        return F.pixel_shuffle(x0, self.unet.latent_factor)[:, :, :h, :w].float().clamp(-1, 1)
+        x0 = self.unet(z_t).clamp_(-1, 1)  # in place before the shuffle's copy: one image-sized pass fewer
+        return F.pixel_shuffle(x0, self.unet.latent_factor)[:, :, :h, :w].float()
 
 
 def embedded_dir() -> Path:

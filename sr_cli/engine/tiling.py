@@ -3,7 +3,7 @@
 Tiles are laid out in the coordinates of the image the model works on (the upsampled input,
 i.e. output pixels). Every tile runs the whole pipeline; overlaps are blended with raised-cosine
 ramps (see ``ramp_up``); tiles at the image border are snapped to it so that every tile has the same size (and
-can be batched). Memory: only the output and weight accumulators are image-sized; tiles stream
+can be batched). Memory: only the output accumulator is image-sized; tiles stream
 through ``tile_fn`` ``batch`` at a time.
 """
 
@@ -84,6 +84,20 @@ def tile_weights(t: Tile, height: int, width: int, overlap: int) -> torch.Tensor
     return wy[:, None] * wx[None, :]
 
 
+def blend_weights(length: int, tile: int, overlap: int) -> dict[int, torch.Tensor]:
+    """Per-axis blending weights of the tiles along one axis, by start offset, normalized so that they sum
+    to exactly one at every position (also where the snapped last tile overlaps its neighbour by more than
+    ``overlap``). Tiles sit on a grid and their weights are separable, so the products of these are a
+    partition of unity over the image: blending needs no image-sized weight accumulator and no division."""
+    n = length if tile <= 0 else min(tile, length)
+    starts = tile_starts(length, tile, overlap)
+    raw = {s: _axis_weights(n, overlap, s > 0, s + n < length) for s in starts}
+    total = torch.zeros(length, dtype=torch.float32)
+    for s, w in raw.items():
+        total[s : s + n] += w
+    return {s: w / total[s : s + n] for s, w in raw.items()}
+
+
 def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
     for i in range(0, len(tiles), max(1, size)):
         yield tiles[i : i + max(1, size)]
@@ -120,19 +134,31 @@ def run_tiled(
     out_c = out_channels or c
     s = int(scale)
     out_h, out_w = height * s, width * s
-    acc = torch.zeros((1, out_c, out_h, out_w), dtype=torch.float32, device=image.device)
-    acc_w = torch.zeros((1, 1, out_h, out_w), dtype=torch.float32, device=image.device)
+    # Weights in output pixels, keyed by the tile's start in input pixels.
+    wy = {top // s: w.to(image.device) for top, w in blend_weights(out_h, tiles[0].height * s, overlap * s).items()}
+    wx = {left // s: w.to(image.device) for left, w in blend_weights(out_w, tiles[0].width * s, overlap * s).items()}
+    # No zero fill: tiles come row by row, so the part of a tile that no earlier tile touched is a rectangle
+    # (below the previous tile row, right of the previous tile in this row), assigned; the rest accumulates.
+    acc = torch.empty((1, out_c, out_h, out_w), dtype=torch.float32, device=image.device)
+    row_starts = sorted(wy)
+    col_starts = sorted(wx)
+    th, tw = tiles[0].height * s, tiles[0].width * s
     done = 0
     for group in _batches(tiles, batch):
         crops = torch.cat([image[:, :, t.top : t.top + t.height, t.left : t.left + t.width] for t in group])
         result = tile_fn(crops).float().to(image.device)
-        for t_in, res in zip(group, result):
-            t = Tile(t_in.top * s, t_in.left * s, t_in.height * s, t_in.width * s)
-            w = tile_weights(t, out_h, out_w, overlap * s).to(image.device)
-            acc[0, :, t.top : t.top + t.height, t.left : t.left + t.width].addcmul_(res, w)
-            acc_w[0, 0, t.top : t.top + t.height, t.left : t.left + t.width].add_(w)
+        for t, res in zip(group, result):
+            w = wy[t.top][:, None] * wx[t.left][None, :]
+            i, j = row_starts.index(t.top), col_starts.index(t.left)
+            # Tile-local rows / columns [0, fresh_y) / [0, fresh_x) were touched by earlier tiles.
+            fresh_y = (row_starts[i - 1] - t.top) * s + th if i else 0
+            fresh_x = (col_starts[j - 1] - t.left) * s + tw if j else 0
+            region = acc[0, :, t.top * s : t.top * s + th, t.left * s : t.left * s + tw]
+            region[:, :fresh_y].addcmul_(res[:, :fresh_y], w[:fresh_y])
+            region[:, fresh_y:, :fresh_x].addcmul_(res[:, fresh_y:, :fresh_x], w[fresh_y:, :fresh_x])
+            torch.mul(res[:, fresh_y:, fresh_x:], w[fresh_y:, fresh_x:], out=region[:, fresh_y:, fresh_x:])
         done += len(group)
         del crops, result
         if on_tile:
             on_tile(done, len(tiles))
-    return acc.div_(acc_w)
+    return acc
