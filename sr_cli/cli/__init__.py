@@ -49,5 +49,16 @@ def sample() -> None:
     typer.echo(str(resources.files("sr_cli").joinpath("samples", "astronaut_lr.png")))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def bench(ctx: typer.Context) -> None:
+    """Speed and memory benchmark of the engine (the same as `python -m sr_cli.bench`; `srx bench --help`)."""
+    from ..bench import main as bench_main
+
+    bench_main(list(ctx.args))
+
+
 def main() -> None:
+    from ..engine.devices import tune_host_allocator
+
+    tune_host_allocator()
     app()

@@ -132,7 +132,7 @@ class ResShiftSR(nn.Module):
     def place(self, device: torch.device, dtype: torch.dtype) -> "ResShiftSR":
         self.compute_device, self.dtype = device, dtype
         _move(self.unet, device, dtype)
-        _move(self.vq, device, dtype)
+        _move(self.vq, device, dtype, "vq")
         return self
 
     @property

@@ -23,7 +23,7 @@ from ..checkpoints import OneStepCheckpoint
 from ..errors import CheckpointFormatError
 from ..lora import attach_adapters, load_component_state, merge_adapters
 from ..nets.dtsm import DynamicTimestepModule
-from .devices import exact_dtype, vae_dtype_for
+from .devices import exact_dtype, use_channels_last, vae_dtype_for
 
 
 class OneStepSD(nn.Module):
@@ -83,8 +83,8 @@ class OneStepSD(nn.Module):
     def place(self, device: torch.device, dtype: torch.dtype) -> "OneStepSD":
         """Move to ``device``: UNet in ``dtype``, VAE in ``dtype`` (fp32 if fp16), text encoder and DTSM in fp32."""
         self.compute_device, self.dtype, self.vae_dtype = device, dtype, vae_dtype_for(dtype)
-        _move(self.unet, device, dtype)
-        _move(self.vae, device, self.vae_dtype)
+        _move(self.unet, device, dtype, "unet")
+        _move(self.vae, device, self.vae_dtype, "vae")
         if self.text_encoder is not None:
             _move(self.text_encoder, device, torch.float32)
         if self.dtsm is not None:
@@ -150,13 +150,18 @@ class OneStepSD(nn.Module):
         return y[:, :, :h, :w].float().clamp(-1, 1)
 
 
-def _move(module: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+def _move(module: nn.Module, device: torch.device, dtype: torch.dtype, component: str | None = None) -> None:
+    """Move and cast ``module``; convolutional components named by ``component`` also take the memory format
+    that is fastest for them on ``device`` (``devices.use_channels_last``)."""
     # Cast only when needed: diffusers warns on every dtype cast through .to().
     p = next(module.parameters())
     if p.dtype != dtype:
         module.to(dtype=dtype)
     if p.device != device:
         module.to(device=device)
+    if component is not None:
+        fmt = torch.channels_last if use_channels_last(device, component) else torch.contiguous_format
+        module.to(memory_format=fmt)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
