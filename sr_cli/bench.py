@@ -245,7 +245,7 @@ def bench(args) -> dict:
 
     model = load_bench_model(args.model, args.device, args.dtype)
     if args.compile:
-        model.net.unet = torch.compile(model.net.unet)
+        model.compile_unet()
     options = UpscaleOptions(tile=args.tile, overlap=args.overlap, tile_batch=args.tile_batch,
                              color_fix=args.color_fix)
     opts = options.resolved(model.spec)

@@ -88,7 +88,8 @@ def quiet_libraries() -> None:
 
 
 def load_model(model: str = "osediff", *, base: str | None = None, weights: str | None = None,
-               device: str = "auto", dtype: str = "auto", merge_lora: bool = True, download: bool = True):
+               device: str = "auto", dtype: str = "auto", merge_lora: bool = True, download: bool = True,
+               compile_unet: bool = False):
     """Load a model by registry name or saved-model directory, ready to ``upscale``.
 
     Args:
@@ -99,6 +100,8 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
         dtype: ``auto`` (bf16/fp16 on GPU, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``.
         merge_lora: fold LoRA weights into the base weights (faster; keep False to inspect adapters).
         download: fetch missing files when online (otherwise a missing file is an error).
+        compile_unet: ``torch.compile`` the denoiser (the first tile of each new size pays the compilation;
+            worth it for batches).
     """
     from .engine.devices import resolve_device, resolve_dtype
     from .engine.pipeline import SRModel
@@ -112,14 +115,18 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
     if spec.family == "lite":
         from .engine.lite import OneStepLite
 
-        return SRModel(spec, OneStepLite.from_checkpoint(ckpt), dev, dt)
-    if spec.family == "resshift":
+        net = OneStepLite.from_checkpoint(ckpt)
+    elif spec.family == "resshift":
         from .engine.resshift import ResShiftSR
 
-        return SRModel(spec, ResShiftSR.from_checkpoint(ckpt), dev, dt)
-    if spec.base is None:
-        raise UnknownModelError(f"model {spec.name!r} names no base model; pass --base")
-    base_dir = hub.resolve_base(spec.base, spec.name, download=download)
-    needs_text = spec.defaults.text_condition == "prompt"
-    net = OneStepSD.from_pretrained(base_dir, ckpt, merge_lora=merge_lora, needs_text_encoder=needs_text)
-    return SRModel(spec, net, dev, dt)
+        net = ResShiftSR.from_checkpoint(ckpt)
+    else:
+        if spec.base is None:
+            raise UnknownModelError(f"model {spec.name!r} names no base model; pass --base")
+        base_dir = hub.resolve_base(spec.base, spec.name, download=download)
+        needs_text = spec.defaults.text_condition == "prompt"
+        net = OneStepSD.from_pretrained(base_dir, ckpt, merge_lora=merge_lora, needs_text_encoder=needs_text)
+    model = SRModel(spec, net, dev, dt)
+    if compile_unet:
+        model.compile_unet()
+    return model

@@ -105,3 +105,25 @@ def test_embedded_default_model(tmp_path, monkeypatch):
     assert Image.open(tmp_path / "y.png").size == (96, 80)
     r = runner.invoke(app, ["models", "list"], terminal_width=200)
     assert "lite" in r.output and "embedded" in r.output
+
+
+def test_upscale_compile_gives_the_same_image(tmp_path):
+    """`--compile` (torch.compile of the denoiser, inductor on the CPU) changes speed, not the result."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("torch.compile on the CPU needs a C compiler")
+    img = tmp_path / "x.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((24, 20, 3)) * 255).astype(np.uint8)).save(img)
+    outs = []
+    for extra in ([], ["--compile"]):
+        dest = tmp_path / f"y{len(extra)}.png"
+        r = runner.invoke(app, ["upscale", str(img), "-o", str(dest), *extra])
+        assert r.exit_code == 0, r.output
+        outs.append(np.asarray(Image.open(dest)).astype(int))
+    assert outs[0].shape == (96, 80, 3)
+    assert np.abs(outs[0] - outs[1]).max() <= 1  # float reassociation may move a value across a rounding edge

@@ -58,6 +58,8 @@ WeightsOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.")]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the denoiser: faster per tile after a one-time compilation (for batches).")]
 TileOpt = Annotated[
     Optional[int],
     typer.Option("--tile", help="Tile size in output pixels (multiple of 8; 0 = no tiling). Default: the model's (512)."),

@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..limits import DEFAULT_MAX_PIXELS
-from .common import (BaseOpt, ColorFixOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt, SamplerOpt, SeedOpt,
-                     TileBatchOpt, TileOpt, WeightsOpt, err_console, fail, report_errors)
+from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt,
+                     SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console, fail, report_errors)
 
 FORMATS = ("same", "png", "jpg", "webp", "tiff")
 
@@ -96,6 +96,7 @@ def upscale(
     sampler: SamplerOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    compile_unet: CompileOpt = False,
     fmt: Annotated[str, typer.Option("--format", help="Output format: same (as the input) | png | jpg | webp | tiff.")] = "png",
     quality: Annotated[int, typer.Option("--quality", help="JPEG/WebP quality, 1-100.")] = 95,
     suffix: Annotated[str, typer.Option("--suffix", help="Appended to output file names.")] = "_srx",
@@ -158,7 +159,8 @@ def upscale(
         if any(j.status == "pending" for j in jobs):
             from ..loading import load_model
 
-            sr = load_model(model, base=base, weights=weights_arg, device=device, dtype=dtype)
+            sr = load_model(model, base=base, weights=weights_arg, device=device, dtype=dtype,
+                            compile_unet=compile_unet)
 
             def process(job) -> None:
                 reporter.start(job)
