@@ -116,11 +116,11 @@ class SRModel:
                              f"has multi-step samplers)")
         reference = pil_resize(lr.clamp(0, 1), native_h, native_w)  # [0, 1], CPU: the color-fix reference
 
-        # The DTSM looks at the whole upsampled image in [-1, 1]; a fixed timestep needs none of it
-        # (no image-sized host-to-device copy then).
+        # The DTSM looks at the whole upsampled image in [-1, 1] (resized small on the host before it goes to
+        # the device); a fixed timestep needs none of it.
         fixed = self.fixed_timestep()
         probe = reference if fixed is None else reference[:, :, :1, :1]
-        timesteps = self.net.choose_timesteps((probe * 2 - 1).to(self.device), fixed)
+        timesteps = self.net.choose_timesteps(probe * 2 - 1, fixed).to(self.device)
         text = self.net.text_condition(self.text_for(opts.prompt))
         generator = None
         if opts.seed is not None:

@@ -120,8 +120,13 @@ class OneStepSD(nn.Module):
             return torch.full((x.shape[0],), float(fixed), device=x.device)
         if self.dtsm is None:
             raise ValueError("no fixed timestep and no dynamic time-step module")
+        # The DTSM first resizes its input (nearest) to a small fixed size: done here, where the image is
+        # (the host, for the whole upsampled image), so only the small copy goes to the device and device
+        # memory does not grow with the image. Nearest picks the same pixels on every device.
+        side = self.dtsm.input_size
+        small = F.interpolate(x.float(), size=(side, side), mode="nearest")
         with torch.inference_mode():
-            return self.dtsm(x.to(next(self.dtsm.parameters()).device, torch.float32)).float()
+            return self.dtsm(small.to(next(self.dtsm.parameters()).device)).float()
 
     # ------------------------------------------------------------------ the one step
     def x0_from_eps(self, z: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
