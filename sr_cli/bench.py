@@ -52,6 +52,10 @@ TINY_VAE = dict(
     sample_size=64, scaling_factor=0.18215,
 )
 RANDOM_CONFIGS = {"sd21": (SD21_UNET, SD21_VAE), "tiny-sd": (TINY_UNET, TINY_VAE)}
+# Dense fp16/bf16 tensor-core peaks (TFLOP/s, vendor datasheets) for the achieved fraction of peak;
+# matched against torch.cuda.get_device_name in this order. --peak-tflops gives any other device's.
+PEAK_HALF_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4), ("A100", 312.0),
+                    ("L40S", 362.1), ("A10G", 70.0))
 
 
 # ----------------------------------------------------------------------------- models
@@ -240,12 +244,23 @@ def run_once(model, src: Path, dest: Path, options) -> dict:
             "overhead_fraction": (t3 - t0 - model_s) / (t3 - t0)}
 
 
-def bench(args) -> dict:
+def peak_tflops(model, override: float | None) -> float | None:
+    """The device's dense half-precision peak, when it is known and the model runs in fp16/bf16."""
+    if override:
+        return override
+    if model.device.type != "cuda" or model.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    name = torch.cuda.get_device_name(model.device)
+    return next((peak for key, peak in PEAK_HALF_TFLOPS if key in name), None)
+
+
+def bench(args, model=None) -> dict:
     from .engine.pipeline import UpscaleOptions
 
-    model = load_bench_model(args.model, args.device, args.dtype)
-    if args.compile:
-        model.compile_unet()
+    if model is None:
+        model = load_bench_model(args.model, args.device, args.dtype)
+        if args.compile:
+            model.compile_unet()
     options = UpscaleOptions(tile=args.tile, overlap=args.overlap, tile_batch=args.tile_batch,
                              color_fix=args.color_fix)
     opts = options.resolved(model.spec)
@@ -269,10 +284,33 @@ def bench(args) -> dict:
         "images_per_s": 1 / best["total"], "megapixels_per_s": w * h / 1e6 / best["total"],
         "flops_per_tile": flops,
         "achieved_tflops": (flops * best["tiles"] / best["model"] / 1e12) if flops and best["model"] else None,
+        "model_ms_per_tile": 1000 * best["model"] / max(1, best["tiles"]),
+        "peak_tflops": peak_tflops(model, args.peak_tflops),
         "peak_host_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": torch.cuda.max_memory_allocated(model.device) / 2**20 if model.device.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(),
     }
+    if report["achieved_tflops"] and report["peak_tflops"]:
+        report["fraction_of_peak"] = report["achieved_tflops"] / report["peak_tflops"]
+    if args.peer:
+        report["peer"] = peer_comparison(args, model, report)
+    return report
+
+
+def sweep_tile_batch(args) -> dict:
+    """The same benchmark at several tile batches (one loaded model); the best by model time per tile."""
+    model = load_bench_model(args.model, args.device, args.dtype)
+    if args.compile:
+        model.compile_unet()
+    runs = {}
+    for tb in args.sweep_tile_batch:
+        one = argparse.Namespace(**{**vars(args), "tile_batch": tb, "peer": False})
+        runs[tb] = bench(one, model)
+    best = min(runs, key=lambda tb: runs[tb]["model_ms_per_tile"])
+    report = dict(runs[best])
+    report["sweep"] = {str(tb): {"model_ms_per_tile": r["model_ms_per_tile"], "total_s": r["total_s"],
+                                 "achieved_tflops": r["achieved_tflops"], "peak_gpu_mb": r["peak_gpu_mb"]}
+                       for tb, r in runs.items()}
     if args.peer:
         report["peer"] = peer_comparison(args, model, report)
     return report
@@ -382,7 +420,13 @@ def print_report(r: dict) -> None:
     console.print(f"engine overhead (all but model forwards): {100 * r['engine_overhead_fraction']:.1f}% · "
                   f"{r['images_per_s']:.3f} images/s · {r['megapixels_per_s']:.2f} MP/s")
     if r.get("achieved_tflops"):
-        console.print(f"model: {r['flops_per_tile'] / 1e12:.3f} TFLOP per tile · achieved {r['achieved_tflops']:.2f} TFLOP/s")
+        frac = f" ({100 * r['fraction_of_peak']:.1f}% of the {r['peak_tflops']:.0f} TFLOP/s peak)" \
+            if r.get("fraction_of_peak") else ""
+        console.print(f"model: {r['flops_per_tile'] / 1e12:.3f} TFLOP per tile · {r['model_ms_per_tile']:.1f} ms "
+                      f"per tile · achieved {r['achieved_tflops']:.2f} TFLOP/s{frac}")
+    for tb, row in r.get("sweep", {}).items():
+        console.print(f"  tile batch {tb}: {row['model_ms_per_tile']:.1f} ms per tile, total {row['total_s']:.3f} s"
+                      + (f", peak GPU {row['peak_gpu_mb']:.0f} MiB" if row.get("peak_gpu_mb") is not None else ""))
     gpu = f" · peak GPU {r['peak_gpu_mb']:.0f} MiB" if r.get("peak_gpu_mb") is not None else ""
     console.print(f"peak host RSS {r['peak_host_rss_mb']:.0f} MiB{gpu}")
     if "peer" in r:
@@ -416,6 +460,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="memory format of the convolutional components (auto: the engine's measured choice)")
     ap.add_argument("--no-flops", action="store_true")
     ap.add_argument("--peer", action="store_true", help="also time a reference-style loop (sd21, tiny-sd)")
+    ap.add_argument("--sweep-tile-batch", type=int, nargs="+", metavar="N",
+                    help="run at each of these tile batches; report the best (ms per tile) and the sweep")
+    ap.add_argument("--peak-tflops", type=float, help="the device's peak, for the fraction of peak achieved")
     ap.add_argument("--memory-scaling", action="store_true", help="compare peak memory at --scaling-sizes")
     ap.add_argument("--scaling-sizes", type=int, nargs=2, default=[256, 1024], metavar=("SMALL", "LARGE"))
     ap.add_argument("--json", type=Path, help="also write the report as JSON")
@@ -430,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     from .loading import quiet_libraries
 
     quiet_libraries()
-    report = bench(args)
+    report = sweep_tile_batch(args) if args.sweep_tile_batch else bench(args)
     if args.memory_scaling:
         report["memory_scaling"] = memory_scaling(args)
     if args.json:

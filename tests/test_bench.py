@@ -83,3 +83,15 @@ def test_srx_bench_command_forwards_its_arguments():
     assert res.exit_code == 0, res.output
     r = json.loads(res.output)
     assert r["model"] == "tiny-sd" and r["output"] == [96, 96] and r["flops_per_tile"] is None
+
+
+def test_tile_batch_sweep_reports_the_best_and_the_fraction_of_a_given_peak(capsys):
+    bench.main(["--model", "tiny-sd", "--size", "40", "--tile", "64", "--overlap", "16", "--sweep-tile-batch", "1",
+                "3", "--repeat", "1", "--warmup", "0", "--json-only", "--peak-tflops", "2.0"])
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["sweep"]) == {"1", "3"}
+    best = min(r["sweep"].values(), key=lambda row: row["model_ms_per_tile"])
+    assert r["model_ms_per_tile"] == best["model_ms_per_tile"]
+    assert r["model_ms_per_tile"] == pytest.approx(1000 * r["model_s"] / r["tiles"], rel=1e-9)
+    assert r["tile_batch"] in (1, 3) and r["peak_tflops"] == 2.0
+    assert r["fraction_of_peak"] == pytest.approx(r["achieved_tflops"] / 2.0, rel=1e-9)
