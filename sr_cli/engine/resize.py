@@ -53,7 +53,7 @@ def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
 # The engine's hot path (x4 upsampling of every input) is PIL's bicubic at an integer factor. There PIL's
 # weights repeat with the output row's phase ``p = o mod s``: output row ``s*k + p`` is a fixed 5-tap
 # combination of input rows ``k-2 .. k+2``. Computed as shifted-row multiply-adds with torch (vectorized,
-# multi-threaded), it equals PIL's float result within 3e-7 at a third of the time. PIL drops the taps
+# multi-threaded), it equals PIL's float result within 3e-7 in half the time. PIL drops the taps
 # that fall outside the image and renormalizes the rest: here the image is zero-padded and the first and
 # last rows are divided by the sum of their valid weights, which is the same thing.
 
