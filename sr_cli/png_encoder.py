@@ -13,7 +13,7 @@ file (8 or 16 bits; gray, gray+alpha, RGB, RGBA; ICC profile, EXIF and DPI chunk
   boundary with a sync flush, so the pieces concatenate into one valid zlib stream (pigz's method); the
   Adler-32 of the whole follows. Both libraries release the GIL while they compress.
 
-Peak memory: the filtered copy of the image plus a few row blocks of temporaries.
+Memory: a block of filtered rows and its temporaries per thread, and the compressed pieces.
 """
 
 from __future__ import annotations
@@ -64,32 +64,49 @@ def paeth_filter(rows: np.ndarray, above: np.ndarray | None, bpp: int, out: np.n
     out[:, 1:] = x  # int16 -> uint8 keeps the low byte: arithmetic modulo 256
 
 
+ADLER_MOD = 65521
+
+
+def adler32_combine(adler_a: int, adler_b: int, length_b: int) -> int:
+    """The Adler-32 of ``A + B`` from those of ``A`` and ``B`` (zlib's ``adler32_combine``, which Python's zlib
+    does not expose): both sums start at 1, so ``s1 = s1a + s1b - 1`` and ``s2 = s2a + s2b + len(B)(s1a - 1)``."""
+    s1a, s2a = adler_a & 0xFFFF, adler_a >> 16
+    s1b, s2b = adler_b & 0xFFFF, adler_b >> 16
+    s1 = (s1a + s1b - 1) % ADLER_MOD
+    s2 = (s2a + s2b + length_b * (s1a - 1)) % ADLER_MOD
+    return (s2 << 16) | s1
+
+
 def _deflated_pieces(scanlines: np.ndarray, bpp: int, level: int, threads: int) -> tuple[list[bytes], int]:
     """Filter and raw-deflate the image in horizontal strips, one per thread, each strip a block of rows at
-    a time; returns the pieces (they concatenate into one deflate stream) and the Adler-32 of the filtered
-    stream."""
+    a time into a block-sized buffer (no filtered copy of the whole image); returns the pieces (they
+    concatenate into one deflate stream) and the Adler-32 of the whole filtered stream."""
     height, length = scanlines.shape
-    filtered = np.empty((height, 1 + length), dtype=np.uint8)
-    strips = max(1, min(threads, height, filtered.size // MIN_PIECE_BYTES))
+    strips = max(1, min(threads, height, height * (1 + length) // MIN_PIECE_BYTES))
     bounds = [height * i // strips for i in range(strips + 1)]
     step = max(1, BLOCK_BYTES // max(1, length))
 
-    def strip(i: int) -> bytes:
+    def strip(i: int) -> tuple[bytes, int, int]:
         co = deflate_lib.compressobj(level, deflate_lib.DEFLATED, -15, 9, deflate_lib.Z_RLE)
-        parts = []
+        block = np.empty((step, 1 + length), dtype=np.uint8)
+        parts, adler = [], 1
         for top in range(bounds[i], bounds[i + 1], step):
-            bottom = min(top + step, bounds[i + 1])
-            paeth_filter(scanlines[top:bottom], scanlines[top - 1] if top else None, bpp, filtered[top:bottom])
-            parts.append(co.compress(filtered[top:bottom]))
+            rows = block[: min(step, bounds[i + 1] - top)]
+            paeth_filter(scanlines[top : top + len(rows)], scanlines[top - 1] if top else None, bpp, rows)
+            parts.append(co.compress(rows))
+            adler = deflate_lib.adler32(rows, adler)
         parts.append(co.flush(deflate_lib.Z_FINISH if i == strips - 1 else deflate_lib.Z_SYNC_FLUSH))
-        return b"".join(parts)
+        return b"".join(parts), adler, (bounds[i + 1] - bounds[i]) * (1 + length)
 
     if strips == 1:
-        pieces = [strip(0)]
+        results = [strip(0)]
     else:
         with ThreadPoolExecutor(max_workers=strips) as pool:
-            pieces = list(pool.map(strip, range(strips)))
-    return pieces, deflate_lib.adler32(filtered)
+            results = list(pool.map(strip, range(strips)))
+    adler = results[0][1]
+    for _, adler_b, length_b in results[1:]:
+        adler = adler32_combine(adler, adler_b, length_b)
+    return [piece for piece, _, _ in results], adler
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -133,3 +133,12 @@ def test_rejects_what_png_cannot_hold():
         encode_png(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(ValueError):
         encode_png(np.zeros((4, 4, 3), np.float32))
+
+
+def test_adler32_combine_equals_adler32_of_the_concatenation():
+    from sr_cli.png_encoder import adler32_combine
+
+    rng = np.random.default_rng(5)
+    for n_a, n_b in [(0, 10), (1, 1), (1000, 7), (70000, 123457)]:
+        a, b = rng.bytes(n_a), rng.bytes(n_b)
+        assert adler32_combine(zlib.adler32(a), zlib.adler32(b), n_b) == zlib.adler32(a + b)
