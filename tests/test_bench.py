@@ -21,6 +21,9 @@ def test_bench_report_adds_up_and_counts_tiles(capsys):
     inner = stages["encode"] + stages["unet"] + stages["decode"] + stages["model other"]
     assert r["model_s"] == pytest.approx(inner, rel=1e-9)
     assert r["engine_overhead_fraction"] == pytest.approx(1 - r["model_s"] / r["total_s"], rel=1e-6)
+    io = stages["read"] + stages["write"]
+    assert r["engine_overhead_fraction_without_io"] == pytest.approx(
+        r["engine_overhead_fraction"] - io / r["total_s"], rel=1e-6, abs=1e-9)
     assert r["megapixels_per_s"] == pytest.approx(160 * 160 / 1e6 / r["total_s"], rel=1e-6)
     assert r["flops_per_tile"] > 0
     assert r["achieved_tflops"] == pytest.approx(r["flops_per_tile"] * 9 / r["model_s"] / 1e12, rel=1e-6)
