@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json-only", action="store_true", help="print only the JSON report")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from .engine.devices import tune_host_allocator
+    from .hostmem import tune_host_allocator
 
     tune_host_allocator()  # as the srx command does
     if args.channels_last != "auto":  # read by engine.devices.use_channels_last (and inherited by subprocesses)

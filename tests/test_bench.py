@@ -68,7 +68,7 @@ def test_host_allocator_tuning_can_be_turned_off(monkeypatch):
     import platform
     import sys
 
-    from sr_cli.engine.devices import tune_host_allocator
+    from sr_cli.hostmem import tune_host_allocator
 
     monkeypatch.setenv("SRX_TUNE_MALLOC", "0")
     assert tune_host_allocator() is False

@@ -58,7 +58,7 @@ def bench(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    from ..engine.devices import tune_host_allocator
+    from ..hostmem import tune_host_allocator
 
     tune_host_allocator()
     app()
