@@ -254,13 +254,17 @@ def peak_tflops(model, override: float | None) -> float | None:
     return next((peak for key, peak in PEAK_HALF_TFLOPS if key in name), None)
 
 
+def model_for(args):
+    model = load_bench_model(args.model, args.device, args.dtype)
+    if args.compile:
+        model.compile_unet()
+    return model
+
+
 def bench(args, model=None) -> dict:
     from .engine.pipeline import UpscaleOptions
 
-    if model is None:
-        model = load_bench_model(args.model, args.device, args.dtype)
-        if args.compile:
-            model.compile_unet()
+    model = model or model_for(args)
     options = UpscaleOptions(tile=args.tile, overlap=args.overlap, tile_batch=args.tile_batch,
                              color_fix=args.color_fix)
     opts = options.resolved(model.spec)
@@ -302,9 +306,7 @@ def bench(args, model=None) -> dict:
 
 def sweep_tile_batch(args) -> dict:
     """The same benchmark at several tile batches (one loaded model); the best by model time per tile."""
-    model = load_bench_model(args.model, args.device, args.dtype)
-    if args.compile:
-        model.compile_unet()
+    model = model_for(args)
     runs = {}
     for tb in args.sweep_tile_batch:
         one = argparse.Namespace(**{**vars(args), "tile_batch": tb, "peer": False})
