@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (BaseOpt, ColorFixOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt, SamplerOpt, SeedOpt,
-                     TileBatchOpt, TileOpt, WeightsOpt, err_console, fail, out_console, report_errors)
+from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt,
+                     SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console, fail, out_console,
+                     report_errors)
 
 
 def _infer_scale(eval_set) -> float | None:
@@ -54,6 +55,7 @@ def evaluate(
     sampler: SamplerOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    compile_unet: CompileOpt = False,
     save_dir: Annotated[Optional[Path], typer.Option(
         "--save-images", help="Copy the SR outputs into this folder.")] = None,
     json_path: Annotated[Optional[Path], typer.Option(
@@ -113,7 +115,7 @@ def evaluate(
         systems.append(BicubicBaseline(scale or 4.0))
     else:
         system = ModelSystem(model, options, base=base, weights=str(weights) if weights else None,
-                             device=device, dtype=dtype)
+                             device=device, dtype=dtype, compile_unet=compile_unet)
         systems.append(system)
         scale = scale or system.options.scale
         if baseline == "bicubic":

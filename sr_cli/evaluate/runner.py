@@ -115,13 +115,14 @@ class ModelSystem(System):
     """A model of the engine, loaded on first use (never when every output is already cached)."""
 
     def __init__(self, model: str, options: UpscaleOptions, *, base: str | None = None, weights: str | None = None,
-                 device: str = "auto", dtype: str = "auto"):
+                 device: str = "auto", dtype: str = "auto", compile_unet: bool = False):
         from ..loading import resolve_spec
 
         self.name = model
         self.spec = resolve_spec(model, base, weights)
         self.options = options.resolved(self.spec)
         self.base, self.weights, self.device, self.dtype = base, weights, device, dtype
+        self.compile_unet = compile_unet  # speed only: not part of the fingerprint
         self._model = None
 
     def fingerprint(self) -> dict:
@@ -144,7 +145,7 @@ class ModelSystem(System):
             from ..loading import load_model
 
             self._model = load_model(self.name, base=self.base, weights=self.weights, device=self.device,
-                                     dtype=self.dtype)
+                                     dtype=self.dtype, compile_unet=self.compile_unet)
         return self._model
 
     def upscale(self, lr: torch.Tensor, on_tile=None) -> torch.Tensor:
