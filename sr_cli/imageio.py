@@ -11,9 +11,7 @@ Writing is atomic: a temporary file in the target folder, flushed to disk, renam
 from __future__ import annotations
 
 import io
-import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +21,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import SrxError
+from .fsio import TEMP_SUFFIX, DestinationExists, atomic_write, stale_files  # noqa: F401 (TEMP_SUFFIX re-exported)
 from .limits import DEFAULT_MAX_PIXELS
 from .png_encoder import PNG_SIGNATURE, encode_png
 
-TEMP_SUFFIX = ".srx-tmp"
 FORMAT_BY_NAME = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF",
                   "bmp": "BMP"}
 EXTENSION_BY_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
@@ -284,33 +282,22 @@ def write_atomic(dest: Path, data: bytes, overwrite: bool = False) -> None:
 
     An interruption at any point leaves either no file or the complete file under ``dest``.
     Without ``overwrite`` an existing ``dest`` is never replaced (checked again just before the rename).
+    Any failure (folder not creatable, disk full, read-only file system...) is one ImageWriteError.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=TEMP_SUFFIX)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, dest)
-        else:
-            try:
-                os.link(tmp, dest)  # fails if dest appeared meanwhile: never clobber
-            except FileExistsError:
-                raise ImageWriteError(f"{dest}: appeared while srx was working; not overwritten") from None
-            except OSError:
-                if dest.exists():
-                    raise ImageWriteError(f"{dest}: exists; not overwritten") from None
-                os.replace(tmp, dest)  # file systems without hard links
+        atomic_write(dest, data, overwrite=overwrite)
+    except DestinationExists as e:
+        raise ImageWriteError(f"{dest}: {e.strerror}; not overwritten") from None
     except OSError as e:
-        raise ImageWriteError(f"{dest}: cannot write ({e.strerror or e})") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        raise ImageWriteError(f"{dest}: cannot write ({_os_reason(e)})") from None
+
+
+def _os_reason(e: OSError) -> str:
+    """``strerror`` plus the path it concerns when that is not the destination itself (e.g. a parent folder)."""
+    reason = e.strerror or str(e) or type(e).__name__
+    return f"{reason}: {e.filename}" if e.filename else reason
 
 
 def stale_temp_files(folder: Path) -> list[Path]:
-    """Temporary files an interrupted (killed) srx run left in ``folder``."""
-    if not folder.is_dir():
-        return []
-    return [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)]
+    """Temporary (and claim) files that a killed srx run left in ``folder``; never another running srx's."""
+    return stale_files(folder)
