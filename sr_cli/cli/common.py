@@ -10,12 +10,43 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..errors import SrxError
 
 # Errors and progress go to stderr; stdout is kept for results (e.g. --json).
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
+
+
+# ----------------------------------------------------------------------------- printing user text
+# Messages carry file names, model names and commands ("holiday[draft].png", "pip install 'srx[eval]'"):
+# rich markup would eat or choke on their brackets, so user text is always printed as a plain Text
+# (no markup, no emoji codes, no highlighting) and only our own prefix is styled. soft_wrap keeps long
+# lines whole for copy and paste.
+def _styled(prefix: str, style: str, message: object) -> Text:
+    text = Text()
+    if prefix:
+        text.append(prefix, style=style)
+        text.append(" ")
+    text.append(str(message))
+    return text
+
+
+def print_line(message: object, console: Console | None = None) -> None:
+    """Print ``message`` verbatim (no markup) on stderr, or on ``console``."""
+    (console or err_console).print(Text(str(message)), soft_wrap=True, highlight=False, emoji=False)
+
+
+def print_error(message: object, console: Console | None = None) -> None:
+    """``error: MESSAGE`` on stderr: the prefix in red, the message verbatim."""
+    (console or err_console).print(_styled("error:", "red", message), soft_wrap=True, highlight=False, emoji=False)
+
+
+def print_note(message: object, console: Console | None = None) -> None:
+    """``note: MESSAGE`` on stderr: the prefix in yellow, the message verbatim."""
+    (console or err_console).print(_styled("note:", "yellow", message), soft_wrap=True, highlight=False,
+                                   emoji=False)
 
 
 def report_errors(fn):
@@ -28,17 +59,17 @@ def report_errors(fn):
         except SrxError as e:
             if os.environ.get("SRX_DEBUG"):
                 raise
-            err_console.print(f"[red]error:[/red] {e}", soft_wrap=True, markup=True, emoji=False)
+            print_error(e)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted")
+            print_line("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code)
 
 
