@@ -9,6 +9,7 @@ the other metrics are still computed.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,34 +89,67 @@ def _offline() -> bool:
     return offline()
 
 
+def _missing(metric: str, dst, url: str) -> MetricUnavailable:
+    return MetricUnavailable(f"metric {metric!r} needs pretrained weights that are not on disk: {dst} "
+                             f"(from {url}); srx is offline: run once with network access or put the file there")
+
+
 @contextlib.contextmanager
 def weights_downloads_reported(metric: str):
-    """Turn pyiqa's/torchvision's weight downloads into a MetricUnavailable naming the file.
+    """Turn pyiqa's, torchvision's, CLIP's and timm's weight downloads into a MetricUnavailable naming the file.
 
     Offline, no connection is attempted: the first missing file ends the metric's creation at once.
-    Both libraries call a module-level ``download_url_to_file(url, destination, ...)``; it is wrapped
-    for the duration of one metric's creation only.
+    The libraries fetch through module-level functions, wrapped for the duration of one metric's
+    creation only: ``download_url_to_file(url, destination)`` (pyiqa, torchvision), pyiqa's CLIP
+    ``_download(url, root)`` (clipiqa: ``urllib`` directly, it knows no offline mode) and timm's
+    ``hf_hub_download`` (maniqa's ViT backbone, from the Hugging Face Hub).
     """
     import torch.hub as torch_hub
+    from pyiqa.archs import clip_model
     from pyiqa.utils import download_util
+    from timm.models import _hub as timm_hub
 
-    originals = (download_util.download_url_to_file, torch_hub.download_url_to_file)
+    originals = (download_util.download_url_to_file, torch_hub.download_url_to_file, clip_model._download,
+                 timm_hub.hf_hub_download)
 
     def guarded(url, dst, *args, **kwargs):
         if _offline():
-            raise MetricUnavailable(f"metric {metric!r} needs pretrained weights that are not on disk: {dst} "
-                                    f"(from {url}); srx is offline: run once with network access or put the file there")
+            raise _missing(metric, dst, url)
         try:
             return originals[1](url, dst, *args, **kwargs)
         except Exception as e:  # noqa: BLE001 - network errors come in many kinds
             raise MetricUnavailable(f"metric {metric!r}: could not download {url} to {dst} ({e})") from None
 
+    def guarded_clip(url, root):
+        dst = os.path.join(root, os.path.basename(url))
+        if _offline() and not os.path.isfile(dst):
+            raise _missing(metric, dst, url)
+        try:
+            return originals[2](url, root)
+        except Exception as e:  # noqa: BLE001
+            raise MetricUnavailable(f"metric {metric!r}: could not download {url} to {dst} ({e})") from None
+
+    def guarded_hf(repo_id, filename, *args, revision=None, cache_dir=None, **kwargs):
+        try:
+            return originals[3](repo_id, filename, *args, revision=revision, cache_dir=cache_dir, **kwargs)
+        except FileNotFoundError:  # LocalEntryNotFoundError: offline and not in the cache
+            from huggingface_hub import constants
+
+            url = f"https://huggingface.co/{repo_id}/resolve/{revision or 'main'}/{filename}"
+            where = f"{filename} of {repo_id} in the Hugging Face cache {cache_dir or constants.HF_HUB_CACHE}"
+            if _offline():
+                raise _missing(metric, where, url) from None
+            raise MetricUnavailable(f"metric {metric!r}: could not download {url} (no copy of {where})") from None
+
     download_util.download_url_to_file = guarded
     torch_hub.download_url_to_file = guarded
+    clip_model._download = guarded_clip
+    timm_hub.hf_hub_download = guarded_hf
     try:
         yield
     finally:
-        download_util.download_url_to_file, torch_hub.download_url_to_file = originals
+        (download_util.download_url_to_file, torch_hub.download_url_to_file, clip_model._download,
+         timm_hub.hf_hub_download) = originals
 
 
 def _one_line(e: BaseException) -> str:

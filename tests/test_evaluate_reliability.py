@@ -1,0 +1,66 @@
+"""`srx evaluate` reliability: pairing by name, the SR cache follows the LR content, offline metrics name
+their files, --json on stdout, write errors are one line and the run goes on."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from sr_cli.cli import app
+
+pyiqa = pytest.importorskip("pyiqa")
+runner = CliRunner()
+
+
+def _image(path: Path, size: tuple[int, int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    base = rng.random((size[1] // 4 + 1, size[0] // 4 + 1, 3))
+    img = Image.fromarray((base * 255).astype(np.uint8)).resize(size, Image.Resampling.BICUBIC)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def make_set(root: Path, lr_names, hr_names, hr_size=(32, 24)) -> Path:
+    """LR/HR folders; each HR is seeded by its name's digits so that im1 and im2 differ."""
+    for name in hr_names:
+        _image(root / "HR" / f"{name}.png", hr_size, seed=int("".join(c for c in name if c.isdigit()) or 0))
+    for name in lr_names:
+        _image(root / "LR" / f"{name}.png", (hr_size[0] // 4, hr_size[1] // 4), seed=100)
+    return root
+
+
+# ----------------------------------------------------------------------------- offline metrics
+
+
+def test_offline_maniqa_and_clipiqa_name_their_missing_files_without_touching_the_network(
+        hf_home, tmp_path, monkeypatch):
+    from pyiqa.utils import download_util
+
+    from sr_cli.evaluate.metrics import MetricSuite, parse_metric_list
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", str(tmp_path / "empty_pyiqa"))
+    attempts = []
+
+    def no_network(*args, **kwargs):
+        attempts.append(args[:2])
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, addr: no_network(addr))
+    suite = MetricSuite(parse_metric_list("maniqa,clipiqa", True), torch.device("cpu"))
+    assert attempts == []
+    assert set(suite.unavailable) == {"maniqa", "clipiqa"}
+    clip = suite.unavailable["clipiqa"]
+    assert str(tmp_path / "torch_home" / "hub" / "clip" / "RN50.pt") in clip
+    assert "https://openaipublic.azureedge.net/clip/models/" in clip and "offline" in clip
+    maniqa = suite.unavailable["maniqa"]
+    assert "model.safetensors of timm/vit_base_patch8_224" in maniqa and str(hf_home / "hub") in maniqa
+    assert "https://huggingface.co/timm/vit_base_patch8_224" in maniqa
+    assert all("\n" not in m for m in suite.unavailable.values())
