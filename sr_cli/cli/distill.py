@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import err_console, report_errors
+from .common import print_error, print_line, report_errors
 
 
 @report_errors
@@ -70,8 +70,8 @@ def distill(
         perceptual_pretrained=perceptual_pretrained, seed=seed, num_workers=num_workers, resume=resume or None,
     )
     if not cfg.data:
-        err_console.print("[red]error:[/red] no training data: pass --data DIR (or `data:` in the recipe)")
+        print_error("no training data: pass --data DIR (or `data:` in the recipe)")
         raise typer.Exit(2)
-    result = run(cfg, echo=lambda line: err_console.print(line, highlight=False))
-    err_console.print(f"distilled to step {result.step} in {result.seconds:.1f}s; model directory: {result.output} "
-                      f"(srx upscale IMAGE --model {result.output})")
+    result = run(cfg, echo=print_line)
+    print_line(f"distilled to step {result.step} in {result.seconds:.1f}s; model directory: {result.output} "
+               f"(srx upscale IMAGE --model {result.output})")
