@@ -64,3 +64,25 @@ def test_offline_maniqa_and_clipiqa_name_their_missing_files_without_touching_th
     assert "model.safetensors of timm/vit_base_patch8_224" in maniqa and str(hf_home / "hub") in maniqa
     assert "https://huggingface.co/timm/vit_base_patch8_224" in maniqa
     assert all("\n" not in m for m in suite.unavailable.values())
+
+
+# ----------------------------------------------------------------------------- pairing
+
+
+def test_partly_overlapping_names_are_refused_naming_every_unpaired_file(hf_home, tmp_path):
+    data = make_set(tmp_path / "set", ["im0", "im1", "im2"], ["im1", "im2", "im3"])
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "psnr"])
+    assert r.exit_code == 2, r.output
+    assert "no HR image of the same name for im0.png" in r.output and "no LR image for im3.png" in r.output
+    assert "psnr" not in r.output  # nothing scored: never im1 against im2
+
+
+def test_pairs_by_name_with_lr_hr_marks_and_notes_unused_hr_images(tmp_path):
+    from sr_cli.evaluate.datasets import folder_set
+
+    data = make_set(tmp_path / "set", ["im0", "im1_LR4", "im2x4"], ["im0", "im1_HR", "im2", "im3"])
+    s = folder_set(data)
+    assert [(x.name, x.lr.name, x.hr.name) for x in s.samples] == [
+        ("im0", "im0.png", "im0.png"), ("im1_LR4", "im1_LR4.png", "im1_HR.png"), ("im2x4", "im2x4.png", "im2.png")]
+    assert any("no LR image for im3.png: not used" in n for n in s.notes)
+    assert any("im1_LR4.png" in n or "im2x4.png" in n for n in s.notes)  # the mark-stripped pairing is reported

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import tomllib
@@ -125,17 +126,68 @@ def _find_sub(root: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
+# A suffix that marks one side of a pair: RealSR "Canon_001_LR4" / "Canon_001_HR", BasicSR's DIV2K "0801x4",
+# Set5 "baby_GT". Names are compared without it when the full names do not match.
+_SIDE_SUFFIX = re.compile(r"[_\-.]?(?:x\d+|lr\d*|hr\d*|lq|gt)$", re.IGNORECASE)
+
+
+def pair_key(stem: str) -> str:
+    """A file stem without the LR/HR marks at its end (``Canon_001_LR4`` -> ``canon_001``)."""
+    key = stem
+    for _ in range(2):  # e.g. "img_LR_x4"
+        shorter = _SIDE_SUFFIX.sub("", key)
+        if not shorter or shorter == key:
+            break
+        key = shorter
+    return key.lower()
+
+
+def _names(paths: list[Path], limit: int = 5) -> str:
+    shown = ", ".join(p.name for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
 def pair_images(lr_files: list[Path], hr_files: list[Path], where: Path) -> tuple[list[Sample], list[str]]:
-    """Pair by file stem; if stems differ but the counts agree, pair in sorted order (as BasicSR scripts do)."""
+    """Pair LR and HR images by name: the same stem, else the same stem without LR/HR marks (``pair_key``).
+
+    Never by position: an LR image without its HR image is a usage error naming every unpaired file
+    (scoring it against another image's HR would give a number that looks right and is not). HR
+    images without an LR image are reported in a note and not used.
+    """
+    stems = [p.stem for p in lr_files]
+    twins = sorted({s for s in stems if stems.count(s) > 1})
+    if twins:
+        same = [p for p in lr_files if p.stem in twins]
+        raise UsageError(f"{where}: LR images {_names(same)} share a name; keep one file per name")
     hr_by_stem = {p.stem: p for p in hr_files}
-    if all(p.stem in hr_by_stem for p in lr_files):
-        return [Sample(p.stem, p, hr_by_stem[p.stem]) for p in lr_files], []
-    if len(lr_files) == len(hr_files):
-        note = f"{where}: LR and HR file names differ; paired in sorted order"
-        return [Sample(lr.stem, lr, hr) for lr, hr in zip(lr_files, hr_files)], [note]
-    missing = next(p for p in lr_files if p.stem not in hr_by_stem)
-    raise UsageError(f"{where}: {missing.name} has no HR image of the same name "
-                     f"({len(lr_files)} LR vs {len(hr_files)} HR images)")
+    pairs: dict[Path, Path] = {lr: hr_by_stem[lr.stem] for lr in lr_files if lr.stem in hr_by_stem}
+    lr_left = [p for p in lr_files if p not in pairs]
+    used = set(pairs.values())
+    hr_left = [p for p in hr_files if p not in used]
+    notes: list[str] = []
+    if lr_left and hr_left:
+        def by_key(paths: list[Path]) -> dict[str, list[Path]]:
+            out: dict[str, list[Path]] = {}
+            for p in paths:
+                out.setdefault(pair_key(p.stem), []).append(p)
+            return out
+
+        lr_keys, hr_keys = by_key(lr_left), by_key(hr_left)
+        matched = {lr[0]: hr_keys[k][0] for k, lr in lr_keys.items() if len(lr) == 1 and len(hr_keys.get(k, [])) == 1}
+        if matched:
+            lr0, hr0 = next(iter(matched.items()))
+            notes.append(f"{where}: {len(matched)} LR/HR names differ by an LR/HR mark (e.g. {lr0.name} and "
+                         f"{hr0.name}); paired by the name without it")
+        pairs.update(matched)
+        lr_left = [p for p in lr_left if p not in matched]
+        hr_left = [p for p in hr_left if p not in set(matched.values())]
+    if lr_left:
+        extra = f"; no LR image for {_names(hr_left)}" if hr_left else ""
+        raise UsageError(f"{where}: no HR image of the same name for {_names(lr_left)}{extra} "
+                         f"(LR and HR images are paired by file name, marks such as _LR4/_HR or x4 aside)")
+    if hr_left:
+        notes.append(f"{where}: no LR image for {_names(hr_left)}: not used")
+    return [Sample(p.stem, p, pairs[p]) for p in lr_files], notes
 
 
 def folder_set(root: Path, name: str | None = None, lr_dir: str | None = None, hr_dir: str | None = None,
