@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointFormatError
+from .errors import CheckpointFormatError, ManifestError
 
 MODEL_JSON = "srx_model.json"
 MODEL_WEIGHTS = "weights.safetensors"
+MODEL_CHECKSUMS = "srx_checksums.json"  # size and sha256 of weights.safetensors, written with it
 SRX_MODEL_FORMAT_VERSION = 1
 
 # peft's LoraConfig default: the authors never set lora_alpha, so the scale is 8 / r
@@ -72,20 +73,84 @@ class OneStepCheckpoint:
         }
 
 
-def safe_torch_load(path: str | Path) -> Any:
-    """``torch.load`` that only accepts tensors and plain containers (never runs pickled code)."""
+# What a downloaded "checkpoint" often really is: a browser answer saved under the expected name.
+_NOT_CHECKPOINTS = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"7z\xbc\xaf", "a 7-Zip archive"),
+)
+
+
+def sniff_checkpoint(path: Path, expected: str | None = None) -> None:
+    """Refuse files that cannot be a torch checkpoint, saying what they are instead.
+
+    torch writes a zip archive (``PK\\x03\\x04``) or, in its legacy format, a pickle (protocol byte
+    ``\\x80``). Anything else gets a message naming what the file is, e.g. the HTML page Google Drive serves
+    in place of a large file, instead of torch's unpickler error.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as e:
+        raise CheckpointFormatError(f"{path}: cannot read ({e.strerror or e})") from None
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return
+    want = expected or "a torch checkpoint"
+    if not head:
+        raise CheckpointFormatError(f"{path}: the file is empty (0 bytes), not {want}")
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        raise CheckpointFormatError(
+            f"{path}: this is an HTML page, not {want} (Google Drive and other hosts serve a web page in place of "
+            f"large files; open the link in a browser and download the file itself)")
+    for magic, what in _NOT_CHECKPOINTS:
+        if head.startswith(magic):
+            raise CheckpointFormatError(f"{path}: this is {what}, not {want}")
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        raise CheckpointFormatError(f"{path}: this is a text file, not {want}")
+    raise CheckpointFormatError(f"{path}: not {want} (neither torch's zip format nor a pickle; it starts with "
+                                f"{head[:8].hex(' ')})")
+
+
+def _torch_reason(error: BaseException) -> str:
+    """The useful part of a torch.load error, without torch's advice to load unsafely."""
+    text = str(error).strip()
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    sentences = [s.strip() for s in " ".join(text.split()).split(". ")]
+    kept = [s for s in sentences if s and "weights_only" not in s and "arbitrary code" not in s
+            and "trusted source" not in s and "file an issue" not in s.lower()]
+    return ". ".join(kept) or type(error).__name__
+
+
+def safe_torch_load(path: str | Path, expected: str | None = None) -> Any:
+    """``torch.load`` that only accepts tensors and plain containers (never runs pickled code).
+
+    ``expected`` names the file the caller wants (e.g. ``hero_sr_model.pkl``) for the messages.
+    """
+    import warnings
+
     import torch
 
     path = Path(path)
+    sniff_checkpoint(path, expected)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on the pickle protocol says nothing to users
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
         raise CheckpointFormatError(
-            f"{path}: refused to load: the pickle contains more than tensors and plain containers ({first})"
+            f"{path}: refused to load: it holds more than tensors and plain containers, or is not a torch "
+            f"checkpoint ({_torch_reason(e)})"
         ) from None
-    except (EOFError, RuntimeError, OSError, ValueError) as e:
-        raise CheckpointFormatError(f"{path}: not a readable torch checkpoint ({e})") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # torch raises EOFError, RuntimeError, KeyError, ... on damaged files
+        raise CheckpointFormatError(f"{path}: not a readable torch checkpoint ({_torch_reason(e)})") from None
 
 
 def _require(ckpt: dict, keys: tuple[str, ...], fmt: str, path: Path) -> None:
@@ -176,12 +241,15 @@ def detect_format(ckpt: Any) -> str | None:
     return None
 
 
-def read_published(path: str | Path, fmt: str) -> OneStepCheckpoint:
-    """Read a published checkpoint of format ``fmt`` (safely) into an OneStepCheckpoint."""
+def read_published(path: str | Path, fmt: str, expected: str | None = None) -> OneStepCheckpoint:
+    """Read a published checkpoint of format ``fmt`` (safely) into an OneStepCheckpoint.
+
+    ``expected``: the published file's name (e.g. ``osediff.pkl``), for messages about files that are not it.
+    """
     path = Path(path)
     if fmt not in CONVERTERS:
         raise CheckpointFormatError(f"{path}: format {fmt!r} cannot be read (known: {', '.join(CONVERTERS)})")
-    ckpt = safe_torch_load(path)
+    ckpt = safe_torch_load(path, expected)
     found = detect_format(ckpt)
     if found is not None and found != fmt:
         raise CheckpointFormatError(f"{path}: this is a {found} checkpoint, expected {fmt}")
@@ -205,6 +273,7 @@ def write_model_dir(directory: str | Path, spec_dict: dict[str, Any], ckpt: OneS
     tmp_w = directory / (MODEL_WEIGHTS + ".tmp")
     save_file(tensors, str(tmp_w), metadata={"srx_model_format": str(SRX_MODEL_FORMAT_VERSION)})
     os.replace(tmp_w, directory / MODEL_WEIGHTS)
+    record_checksums(directory)
     tmp_j = directory / (MODEL_JSON + ".tmp")
     tmp_j.write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp_j, directory / MODEL_JSON)
@@ -214,14 +283,64 @@ def write_model_dir(directory: str | Path, spec_dict: dict[str, Any], ckpt: OneS
 def read_model_json(directory: str | Path) -> dict[str, Any]:
     """The ``srx_model.json`` of a saved model directory (registry keys + "checkpoint")."""
     directory = Path(directory)
+    where = directory / MODEL_JSON
     try:
-        doc = json.loads((directory / MODEL_JSON).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointFormatError(f"{directory / MODEL_JSON}: unreadable ({e})") from None
+        doc = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointFormatError(f"{where}: unreadable ({e})") from None
+    if not isinstance(doc, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {_json_kind(doc)}")
     version = doc.pop("srx_model_format", None)
     if version != SRX_MODEL_FORMAT_VERSION:
-        raise CheckpointFormatError(f"{directory / MODEL_JSON}: unsupported srx_model_format {version!r}")
+        raise CheckpointFormatError(f"{where}: unsupported srx_model_format {version!r}")
+    if not isinstance(doc.get("checkpoint", {}), dict):
+        raise ManifestError(f"{where}: 'checkpoint' must be an object, got {_json_kind(doc['checkpoint'])}")
     return doc
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true/false",
+            type(None): "null", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+# ----------------------------------------------------------------------------- checksums of a model directory
+def record_checksums(directory: str | Path) -> None:
+    """Write the size and sha256 of the directory's weights file beside it (checked by ``check_model_files``)."""
+    from .fsio import write_text
+    from .hub import sha256_file
+
+    weights = Path(directory) / MODEL_WEIGHTS
+    doc = {MODEL_WEIGHTS: {"size": weights.stat().st_size, "sha256": sha256_file(weights)}}
+    write_text(Path(directory) / MODEL_CHECKSUMS, json.dumps(doc, indent=2))
+
+
+def check_model_files(directory: str | Path, full: bool = False) -> None:
+    """Raise a CheckpointFormatError naming the file when a model directory is incomplete or damaged.
+
+    The weights file must exist; when the directory records checksums (srx writes them with every model
+    directory), its size must match, and with ``full`` its sha256 too.
+    """
+    directory = Path(directory)
+    weights = directory / MODEL_WEIGHTS
+    if not weights.is_file():
+        raise CheckpointFormatError(f"{weights}: missing: the model directory {directory} is incomplete")
+    try:
+        recorded = json.loads((directory / MODEL_CHECKSUMS).read_text(encoding="utf-8"))[MODEL_WEIGHTS]
+        size, digest = int(recorded["size"]), str(recorded["sha256"])
+    except FileNotFoundError:
+        return  # written before srx recorded checksums
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointFormatError(f"{directory / MODEL_CHECKSUMS}: unreadable ({e})") from None
+    actual = weights.stat().st_size
+    if actual != size:
+        raise CheckpointFormatError(
+            f"{weights}: damaged: {actual} bytes, {size} were written ({'truncated' if actual < size else 'grown'})")
+    if full:
+        from .hub import sha256_file
+
+        if sha256_file(weights) != digest:
+            raise CheckpointFormatError(f"{weights}: damaged: its sha256 differs from the one recorded when it was "
+                                        f"written ({digest})")
 
 
 def read_model_dir(directory: str | Path) -> tuple[dict[str, Any], OneStepCheckpoint]:
@@ -232,16 +351,21 @@ def read_model_dir(directory: str | Path) -> tuple[dict[str, Any], OneStepCheckp
     doc = read_model_json(directory)
     cfg = doc.pop("checkpoint", {})
     weights = directory / MODEL_WEIGHTS
+    check_model_files(directory)
     try:
-        tensors = load_file(str(weights)) if weights.exists() else {}
+        tensors = load_file(str(weights))
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointFormatError(f"{weights}: not a readable safetensors file ({e})") from None
-    ckpt = OneStepCheckpoint(
-        unet_adapters=[AdapterSpec.from_dict(a) for a in cfg.get("unet_adapters", [])],
-        vae_adapters=[AdapterSpec.from_dict(a) for a in cfg.get("vae_adapters", [])],
-        tensors=tensors,
-        dtsm=cfg.get("dtsm"),
-        source_format=cfg.get("source_format", "srx"),
-        net=cfg.get("net"),
-    )
+    try:
+        ckpt = OneStepCheckpoint(
+            unet_adapters=[AdapterSpec.from_dict(a) for a in cfg.get("unet_adapters") or []],
+            vae_adapters=[AdapterSpec.from_dict(a) for a in cfg.get("vae_adapters") or []],
+            tensors=tensors,
+            dtsm=cfg.get("dtsm"),
+            source_format=cfg.get("source_format", "srx"),
+            net=cfg.get("net"),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ManifestError(f"{directory / MODEL_JSON}: malformed 'checkpoint' adapters ({type(e).__name__}: {e})") \
+            from None
     return doc, ckpt

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from . import hub
 from .checkpoints import OneStepCheckpoint, read_model_dir, read_model_json, read_published, write_model_dir
-from .errors import CheckpointFormatError, UnknownModelError
+from .errors import CheckpointFormatError, ManifestError, UnknownModelError
 from .registry import BaseModel, ModelSpec, WeightsSource, get_spec, is_model_dir, spec_from_dict
 
 
@@ -44,36 +45,83 @@ def load_checkpoint(spec: ModelSpec, download: bool = True) -> OneStepCheckpoint
         return OneStepCheckpoint()
     if spec.weights.path and is_model_dir(spec.weights.path):
         return read_model_dir(spec.weights.path)[1]
-    path = hub.resolve_weights(spec, download=download)
-    if spec.family == "resshift":
-        return _load_resshift_checkpoint(spec, path, download)
-    if path.suffix == ".safetensors" or spec.format == "srx":
-        raise CheckpointFormatError(f"{path}: a bare safetensors file is not a model; pass its model directory")
-    digest = hub.sha256_file(path)
-    cached = hub.converted_dir(digest)
+    cached, convert, sources = _conversion(spec, download)
     if is_model_dir(cached):
-        return read_model_dir(cached)[1]
-    ckpt = read_published(path, spec.format)
-    write_model_dir(cached, {"converted_from": str(path), "format": spec.format}, ckpt)
+        try:
+            return read_model_dir(cached)[1]
+        except (CheckpointFormatError, ManifestError):
+            pass  # a damaged conversion (e.g. a disk filled up): convert the verified download again
+    ckpt = convert()
+    write_model_dir(cached, {"converted_from": [str(p) for p in sources] if len(sources) > 1 else str(sources[0]),
+                             "format": spec.format}, ckpt)
     return ckpt
 
 
-def _load_resshift_checkpoint(spec: ModelSpec, denoiser: Path, download: bool) -> OneStepCheckpoint:
-    """Denoiser + autoencoder files -> one converted model directory in the cache (keyed by both hashes)."""
+def converted_copy(spec: ModelSpec) -> Path | None:
+    """The cached conversion of a registry model's weights, if there is one (nothing is downloaded)."""
+    if spec.weights is None or spec.weights.kind == "embedded" or (spec.weights.path and is_model_dir(spec.weights.path)):
+        return None
+    cached = _conversion(spec, download=False)[0]
+    return cached if is_model_dir(cached) else None
+
+
+def _conversion(spec: ModelSpec, download: bool) -> tuple[Path, Callable[[], OneStepCheckpoint], list[Path]]:
+    """(the conversion's cache directory, a function that converts, the source files); sources are verified."""
     import hashlib
 
-    from .checkpoints_resshift import read_resshift
+    path = hub.resolve_weights(spec, download=download)
+    if spec.family == "resshift":  # denoiser + autoencoder -> one model directory, keyed by both hashes
+        from .checkpoints_resshift import read_resshift
 
-    if spec.autoencoder is None:
-        raise UnknownModelError(f"model {spec.name!r} names no [autoencoder] weights file")
-    autoencoder = hub.resolve_weights(hub.autoencoder_spec(spec), download=download)
-    key = hashlib.sha256((hub.sha256_file(denoiser) + hub.sha256_file(autoencoder)).encode()).hexdigest()
-    cached = hub.converted_dir(key)
-    if is_model_dir(cached):
-        return read_model_dir(cached)[1]
-    ckpt = read_resshift(denoiser, autoencoder)
-    write_model_dir(cached, {"converted_from": [str(denoiser), str(autoencoder)], "format": spec.format}, ckpt)
-    return ckpt
+        if spec.autoencoder is None:
+            raise UnknownModelError(f"model {spec.name!r} names no [autoencoder] weights file")
+        autoencoder = hub.resolve_weights(hub.autoencoder_spec(spec), download=download)
+        key = hashlib.sha256((hub.sha256_file(path) + hub.sha256_file(autoencoder)).encode()).hexdigest()
+        return hub.converted_dir(key), lambda: read_resshift(path, autoencoder), [path, autoencoder]
+    if path.suffix == ".safetensors" or spec.format == "srx":
+        raise CheckpointFormatError(f"{path}: a bare safetensors file is not a model; pass its model directory")
+    return (hub.converted_dir(hub.sha256_file(path)), lambda: read_published(path, spec.format, spec.weights.filename),
+            [path])
+
+
+def _build_net(spec: ModelSpec, ckpt: OneStepCheckpoint, download: bool, merge_lora: bool):
+    if spec.family == "lite":
+        from .engine.lite import OneStepLite
+
+        return OneStepLite.from_checkpoint(ckpt)
+    if spec.family == "resshift":
+        from .engine.resshift import ResShiftSR
+
+        return ResShiftSR.from_checkpoint(ckpt)
+    from .engine.sd_onestep import OneStepSD
+
+    if spec.base is None:
+        raise UnknownModelError(f"model {spec.name!r} names no base model; pass --base")
+    base_dir = hub.resolve_base(spec.base, spec.name, download=download)
+    needs_text = spec.defaults.text_condition == "prompt"
+    return OneStepSD.from_pretrained(base_dir, ckpt, merge_lora=merge_lora, needs_text_encoder=needs_text)
+
+
+def _weights_location(spec: ModelSpec) -> str:
+    if spec.weights is not None and spec.weights.path and is_model_dir(spec.weights.path):
+        return str(Path(spec.weights.path) / "weights.safetensors")
+    return (spec.weights.path or spec.weights.filename) if spec.weights is not None else spec.name
+
+
+def _state_dict_problem(error: BaseException) -> str:
+    """torch's long 'Missing key(s) ... Unexpected key(s) ...' message, shortened to its first keys."""
+    import re
+
+    parts = []
+    for label, keys in re.findall(r"(Missing|Unexpected) key\(s\) in state_dict: ([^\n]*)", str(error)):
+        names = re.findall(r'"([^"]+)"', keys)
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        parts.append(f"{label.lower()} {', '.join(names[:3])}{more}")
+    if not parts:
+        sizes = re.findall(r"size mismatch for ([^:]+):", str(error))
+        if sizes:
+            parts.append(f"shape mismatch for {', '.join(sizes[:3])}" + (" and more" if len(sizes) > 3 else ""))
+    return "; ".join(parts) or "its tensors do not match"
 
 
 def quiet_libraries() -> None:
@@ -105,27 +153,22 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
     """
     from .engine.devices import resolve_device, resolve_dtype
     from .engine.pipeline import SRModel
-    from .engine.sd_onestep import OneStepSD
 
     quiet_libraries()
     spec = resolve_spec(model, base, weights)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     ckpt = load_checkpoint(spec, download=download)
-    if spec.family == "lite":
-        from .engine.lite import OneStepLite
-
-        net = OneStepLite.from_checkpoint(ckpt)
-    elif spec.family == "resshift":
-        from .engine.resshift import ResShiftSR
-
-        net = ResShiftSR.from_checkpoint(ckpt)
-    else:
-        if spec.base is None:
-            raise UnknownModelError(f"model {spec.name!r} names no base model; pass --base")
-        base_dir = hub.resolve_base(spec.base, spec.name, download=download)
-        needs_text = spec.defaults.text_condition == "prompt"
-        net = OneStepSD.from_pretrained(base_dir, ckpt, merge_lora=merge_lora, needs_text_encoder=needs_text)
+    try:
+        net = _build_net(spec, ckpt, download, merge_lora)
+    except (RuntimeError, CheckpointFormatError) as e:
+        # torch's "Error(s) in loading state_dict for X:" (the engines keep only that line; the keys are in
+        # the RuntimeError it came from) says neither which file nor what is wrong with it.
+        if "Error(s) in loading state_dict" not in str(e):
+            raise
+        torch_error = e if isinstance(e, RuntimeError) else (e.__context__ or e)
+        raise CheckpointFormatError(f"{_weights_location(spec)}: the weights do not fit the {spec.family} network "
+                                    f"({_state_dict_problem(torch_error)})") from None
     model = SRModel(spec, net, dev, dt)
     if compile_unet:
         model.compile_unet()
