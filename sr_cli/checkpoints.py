@@ -334,13 +334,15 @@ def check_model_files(directory: str | Path, full: bool = False) -> None:
     actual = weights.stat().st_size
     if actual != size:
         raise CheckpointFormatError(
-            f"{weights}: damaged: {actual} bytes, {size} were written ({'truncated' if actual < size else 'grown'})")
+            f"{weights}: damaged: {actual} bytes, {size} were written ({'truncated' if actual < size else 'grown'}; "
+            f"if you replaced it on purpose, delete {MODEL_CHECKSUMS} beside it)")
     if full:
         from .hub import sha256_file
 
         if sha256_file(weights) != digest:
             raise CheckpointFormatError(f"{weights}: damaged: its sha256 differs from the one recorded when it was "
-                                        f"written ({digest})")
+                                        f"written ({digest}; if you replaced it on purpose, delete {MODEL_CHECKSUMS} "
+                                        f"beside it)")
 
 
 def read_model_dir(directory: str | Path) -> tuple[dict[str, Any], OneStepCheckpoint]:

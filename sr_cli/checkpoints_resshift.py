@@ -139,6 +139,27 @@ def infer_vq_config(state: dict[str, Any], path: Path) -> dict[str, Any]:
     }
 
 
+def check_denoiser(path: Path, expected: str | None = None) -> dict[str, Any]:
+    """Refuse a file that is not a ResShift-family denoiser (before it is imported); returns its config."""
+    state = unwrap_state_dict(safe_torch_load(path, expected), path)
+    if "encoder.conv_in.weight" in state:
+        raise CheckpointFormatError(f"{path}: this is the VQ autoencoder, not the denoiser (import it with "
+                                    f"--autoencoder)")
+    try:
+        return infer_unet_config(state, path)
+    except (KeyError, ValueError, IndexError) as e:
+        raise CheckpointFormatError(f"{path}: not a ResShift Swin-UNet denoiser (unexpected layout: {e})") from None
+
+
+def check_autoencoder(path: Path, expected: str | None = None) -> dict[str, Any]:
+    """Refuse a file that is not the latent-diffusion VQ-f4 autoencoder; returns its config."""
+    state = unwrap_state_dict(safe_torch_load(path, expected), path)
+    try:
+        return infer_vq_config(state, path)
+    except (KeyError, ValueError, IndexError) as e:
+        raise CheckpointFormatError(f"{path}: not a VQGAN autoencoder (unexpected layout: {e})") from None
+
+
 def read_resshift(denoiser: str | Path, autoencoder: str | Path, schedule: dict[str, Any] | None = None) -> OneStepCheckpoint:
     """Read a published denoiser + VQ autoencoder pair into one checkpoint (``unet.``/``vq.`` tensors)."""
     from .nets.swin_unet import strip_official_state_dict

@@ -84,16 +84,19 @@ def record_hash(key: str, digest: str) -> None:
     os.replace(tmp, path)
 
 
-def verify_file(path: Path, key: str, pinned: str | None) -> str:
-    """Hash ``path``; compare with the pinned hash, else with the recorded one (record it if none)."""
+def verify_file(path: Path, key: str, pinned: str | None, remedy: str = "") -> str:
+    """Hash ``path``; compare with the pinned hash, else with the recorded one (record it if none).
+
+    ``remedy``: what the user can do about a mismatch (a command that exists, see ``remedies``).
+    """
     digest = sha256_file(path)
     expected = pinned or read_lock().get(key)
     if expected is None:
         record_hash(key, digest)
     elif digest != expected.lower():
         raise WeightsIntegrityError(
-            f"{path}: sha256 mismatch (expected {expected[:12]}…, file has {digest[:12]}…); the file was not used. "
-            f"Delete it and download again (srx models download), or import the right file (srx models import)"
+            f"{path}: sha256 mismatch (expected {expected.lower()}, the file has {digest}); the file was not used"
+            + (f". {remedy}" if remedy else "")
         )
     return digest
 
@@ -117,9 +120,14 @@ def resolve_base(base: BaseModel, model_name: str, download: bool = True) -> Pat
     except (LocalEntryNotFoundError, FileNotFoundError):
         pass
     if not download or offline():
+        from .registry import registry
+
+        known = registry().get(model_name)
+        fetch = (f"run `srx models download {model_name}` with network access"
+                 if known is not None and known.base == base else "run srx once with network access")
         raise WeightsMissingError(
             f"base model {base.repo}@{base.revision} for {model_name!r} is not in the Hugging Face cache and srx is "
-            f"offline: run `srx models download {model_name}` with network access, or pass --base DIR"
+            f"offline: {fetch}, or point --base at a diffusers directory"
         )
     try:
         return Path(snapshot_download(base.repo, revision=base.revision, allow_patterns=BASE_MODEL_FILES))
@@ -141,7 +149,8 @@ def autoencoder_spec(spec: ModelSpec) -> ModelSpec:
 
     src = spec.autoencoder
     origin = src.url or (f"{src.repo}@{src.revision}" if src.repo else src.filename)
-    return replace(spec, name="shared-" + hashlib.sha256(origin.encode()).hexdigest()[:12], weights=src)
+    return replace(spec, name="shared-" + hashlib.sha256(origin.encode()).hexdigest()[:12], weights=src,
+                   part_of=spec.name)
 
 
 def manual_path(spec: ModelSpec) -> Path:
@@ -150,6 +159,35 @@ def manual_path(spec: ModelSpec) -> Path:
 
 def _lock_key(spec: ModelSpec) -> str:
     return f"{spec.name}/{spec.weights.filename}"
+
+
+def remedies(spec: ModelSpec) -> dict[str, str]:
+    """The commands that get this spec's file, for messages: ``download`` and ``import`` (when they apply).
+
+    Only registry models have them (a --weights file or a model directory is the user's own file), and only
+    as the registry describes them (a spec whose weights were overridden is not what ``download`` fetches).
+    """
+    from .registry import registry
+
+    name = spec.part_of or spec.name
+    known = registry().get(name)
+    if known is None:
+        return {}
+    autoencoder = spec.part_of is not None
+    if (known.autoencoder if autoencoder else known.weights) != spec.weights or spec.weights is None:
+        return {}
+    out = {}
+    if spec.weights.kind in ("hub", "url"):
+        out["download"] = f"`srx models download {name}` (with network access)"
+    if spec.weights.kind in ("url", "manual"):
+        flag = " --autoencoder" if autoencoder else ""
+        out["import"] = f"`srx models import {name} {spec.weights.filename}{flag}` (a copy you downloaded)"
+    return out
+
+
+def _remedy_text(spec: ModelSpec) -> str:
+    r = remedies(spec)
+    return " or ".join(r.values())
 
 
 def _download_url(url: str, dest: Path) -> None:
@@ -177,9 +215,11 @@ def resolve_weights(spec: ModelSpec, download: bool = True) -> Path:
         if src.sha256:
             verify_file(path, f"local:{path}", src.sha256)
         return path
+    remedy = _remedy_text(spec)
+    remedy = f"Delete it and run {remedy}" if remedy else ""
     imported = manual_path(spec)
     if imported.is_file():  # downloaded from a URL, or imported by hand (`srx models import`)
-        verify_file(imported, _lock_key(spec), src.sha256)
+        verify_file(imported, _lock_key(spec), src.sha256, remedy)
         return imported
     if src.kind == "hub":
         from huggingface_hub import hf_hub_download
@@ -189,15 +229,16 @@ def resolve_weights(spec: ModelSpec, download: bool = True) -> Path:
             path = Path(hf_hub_download(src.repo, src.filename, revision=src.revision, local_files_only=True))
         except (LocalEntryNotFoundError, FileNotFoundError):
             if not download or offline():
+                fetch = _remedy_text(spec)
                 raise WeightsMissingError(
-                    f"weights {src.repo}/{src.filename} for {spec.name!r} are not in the Hugging Face cache and srx "
-                    f"is offline: run `srx models download {spec.name}` with network access"
+                    f"weights {src.repo}/{src.filename} for {spec.part_of or spec.name!r} are not in the Hugging Face "
+                    f"cache and srx is offline" + (f": run {fetch}" if fetch else "")
                 ) from None
             try:
                 path = Path(hf_hub_download(src.repo, src.filename, revision=src.revision))
             except Exception as e:
                 raise WeightsMissingError(f"could not download {src.repo}/{src.filename}: {e}") from None
-        verify_file(path, _lock_key(spec), src.sha256)
+        verify_file(path, _lock_key(spec), src.sha256, remedy)
         return path
 
     path = manual_path(spec)
@@ -208,15 +249,17 @@ def resolve_weights(spec: ModelSpec, download: bool = True) -> Path:
                 f"(it is then kept at {path})"
             )
         if not download or offline():
+            fetch = _remedy_text(spec)
+            what = "autoencoder" if spec.part_of else "weights"
             raise WeightsMissingError(
-                f"weights {src.filename} for {spec.name!r} are not in the srx cache ({path}) and srx is offline: "
-                f"run `srx models download {spec.name}` with network access, or pass --weights FILE"
+                f"{what} {src.filename} for {spec.part_of or spec.name!r} are not in the srx cache ({path}) and srx "
+                f"is offline" + (f": run {fetch}" if fetch else "")
             )
         try:
             _download_url(src.url, path)
         except Exception as e:
             raise WeightsMissingError(f"could not download {src.url}: {e}") from None
-    verify_file(path, _lock_key(spec), src.sha256)
+    verify_file(path, _lock_key(spec), src.sha256, remedy)
     return path
 
 
@@ -231,7 +274,7 @@ def import_weights(spec: ModelSpec, file: Path) -> Path:
         digest = sha256_file(tmp)
         if spec.weights.sha256 and digest != spec.weights.sha256.lower():
             raise WeightsIntegrityError(
-                f"{file}: sha256 {digest[:12]}… differs from the pinned {spec.weights.sha256[:12]}…; not imported"
+                f"{file}: sha256 {digest} differs from the pinned {spec.weights.sha256.lower()}; not imported"
             )
         os.replace(tmp, dest)
     finally:

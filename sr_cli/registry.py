@@ -115,6 +115,9 @@ class ModelSpec:
     paper: str = ""
     license: str = ""
     base_license: str = ""
+    # For the spec of a file several models share (the ResShift family's autoencoder, cached under a
+    # "shared-..." name): the model the user named, for messages. Set by srx, never by the manifest.
+    part_of: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,7 +161,7 @@ def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
         raise ManifestError(f"{where}: [{name}.weights] needs one of 'repo', 'url', 'path' or 'manual = true'")
     ae_spec = _build(WeightsSource, autoencoder, f"{where}: [{name}.autoencoder]") if autoencoder is not None else None
     spec_defaults = _build(Defaults, defaults, f"{where}: [{name}.defaults]")
-    known = {f.name for f in fields(ModelSpec)} - {"name", "base", "weights", "defaults", "autoencoder"}
+    known = {f.name for f in fields(ModelSpec)} - {"name", "base", "weights", "defaults", "autoencoder", "part_of"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ManifestError(f"{where}: [{name}] unknown key(s) {', '.join(unknown)}")

@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from .. import hub
+from ..errors import SrxError, WeightsIntegrityError
 from ..registry import ModelSpec, get_spec, registry
-from .common import err_console, out_console, report_errors
+from .common import out_console, print_line, report_errors
 
 app = typer.Typer(help="List, inspect, download, verify and import models.", no_args_is_help=True)
 
@@ -45,12 +47,32 @@ def base_status(spec: ModelSpec) -> str:
 @report_errors
 def list_models() -> None:
     """Show every model in the registry, its license and what is cached locally."""
+    columns = ("name", "family", "base model", "weights", "base", "license")
+    rows = [(name, spec.family, spec.base.describe() if spec.base else "-", weights_status(spec), base_status(spec),
+             spec.license) for name, spec in sorted(registry().items())]
+    if not out_console.is_terminal:  # a pipe or a file: one tab-separated line per model, nothing cut
+        for row in (columns, *rows):
+            print_line("\t".join(row), out_console)
+        return
     table = Table(title="srx models")
-    for col in ("name", "family", "base model", "weights", "base", "license"):
-        table.add_column(col)
-    for name, spec in sorted(registry().items()):
-        table.add_row(name, spec.family, spec.base.describe() if spec.base else "-", weights_status(spec),
-                      base_status(spec), spec.license)
+    for col in columns:  # values users copy (repo ids, licenses) wrap instead of being cut with an ellipsis
+        table.add_column(col, overflow="fold", no_wrap=False)
+    for row in rows:
+        table.add_row(*(Text(v) for v in row))
+    out_console.print(table)
+
+
+def print_fields(rows: list[tuple[str, str]]) -> None:
+    """``key: value`` lines on a pipe; a two-column table on a terminal, long values (URLs, sha256) folded."""
+    if not out_console.is_terminal:
+        for key, value in rows:
+            print_line(f"{key}: {value}", out_console)
+        return
+    table = Table(show_header=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold", no_wrap=False)
+    for key, value in rows:
+        table.add_row(Text(key), Text(value))
     out_console.print(table)
 
 
@@ -93,12 +115,7 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
         ("color fix", d.color_fix),
         ("tiles", f"{d.tile} px, overlap {d.overlap} px"),
     ]
-    table = Table(show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for k, v in rows:
-        table.add_row(k, v)
-    out_console.print(table)
+    print_fields(rows)
 
 
 @app.command()
@@ -108,41 +125,56 @@ def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     spec = get_spec(name)
     if spec.base is not None:
         path = hub.resolve_base(spec.base, spec.name, download=True)
-        err_console.print(f"base model: {path}")
+        print_line(f"base model: {path}")
     if spec.weights is not None and spec.weights.kind == "embedded":
-        err_console.print(f"{name}: embedded in the package, nothing to download")
+        print_line(f"{name}: embedded in the package, nothing to download")
         return
     if spec.weights is not None:
         path = hub.resolve_weights(spec, download=True)
-        err_console.print(f"weights: {path}")
+        print_line(f"weights: {path}")
     if spec.autoencoder is not None:
         path = hub.resolve_weights(hub.autoencoder_spec(spec), download=True)
-        err_console.print(f"autoencoder: {path}")
-    err_console.print(f"{name}: ready")
+        print_line(f"autoencoder: {path}")
+    print_line(f"{name}: ready")
 
 
 @app.command()
 @report_errors
-def verify(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
-    """Check the cached weights against their sha256 and that they load in the model's format."""
-    from ..checkpoints import read_published
+def verify(name: Annotated[str, typer.Argument(help="Model name, or a saved model directory.")]) -> None:
+    """Check the cached weights against their sha256, that they load in the model's format, and the converted copy."""
+    from ..checkpoints import check_model_files, read_model_dir, read_published
+    from ..loading import converted_copy, load_checkpoint
+    from ..registry import is_model_dir
 
+    if is_model_dir(name) and name not in registry():
+        check_model_files(name, full=True)  # missing, truncated or altered weights.safetensors
+        read_model_dir(name)
+        print_line(f"{name}: model directory OK")
+        return
     spec = get_spec(name)
     if spec.weights is None:
-        err_console.print(f"{name}: no weights file to verify")
+        print_line(f"{name}: no weights file to verify")
         return
-    if spec.weights.kind == "embedded" or spec.family == "resshift":
-        from ..loading import load_checkpoint
-
-        load_checkpoint(spec, download=False)  # resshift: both files, hashes checked, converted once
-        if spec.family == "resshift":
-            err_console.print(f"{name}: weights and autoencoder OK")
-            return
-        err_console.print(f"{name}: embedded model OK ({spec.weights.path})")
+    if spec.weights.kind == "embedded":
+        check_model_files(spec.weights.path, full=True)
+        load_checkpoint(spec, download=False)
+        print_line(f"{name}: embedded model OK ({spec.weights.path})")
         return
-    path = hub.resolve_weights(spec, download=False)  # raises on a missing file or a hash mismatch
-    read_published(path, spec.format)
-    err_console.print(f"{name}: {path} OK (sha256 {hub.sha256_file(path)})")
+    converted = converted_copy(spec)  # resolves (and hashes) the published files: raises if missing or altered
+    if converted is not None:  # made on first use: a damaged copy is named, with what to do about it
+        try:
+            check_model_files(converted, full=True)
+        except SrxError as e:
+            raise WeightsIntegrityError(f"{e}. It is srx's converted copy of the verified download: delete "
+                                        f"{converted} and srx converts it again on next use") from None
+    if spec.family == "resshift":
+        load_checkpoint(spec, download=False)  # both files read (converted once)
+        print_line(f"{name}: weights, autoencoder{' and converted copy' if converted else ''} OK")
+        return
+    path = hub.resolve_weights(spec, download=False)
+    read_published(path, spec.format, spec.weights.filename)
+    print_line(f"{name}: {path} OK (sha256 {hub.sha256_file(path)})"
+               + (f"; converted copy {converted} OK" if converted else ""))
 
 
 @app.command("import")
@@ -150,20 +182,31 @@ def verify(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
 def import_(
     name: Annotated[str, typer.Argument(help="Model name.")],
     file: Annotated[Path, typer.Argument(help="A weights file you downloaded by hand.", exists=True, dir_okay=False)],
+    autoencoder: Annotated[bool, typer.Option(
+        "--autoencoder", help="FILE is the model's autoencoder (ResShift family: autoencoder_vq_f4.pth).")] = False,
 ) -> None:
     """Import a hand-downloaded weights file (e.g. Hero-SR's Google Drive file) into the cache."""
     from ..checkpoints import read_published
+    from ..errors import UsageError
 
     spec = get_spec(name)
-    if spec.weights is None:
-        err_console.print(f"{name} has no weights file to import")
-        raise typer.Exit(2)
-    if spec.family == "resshift":  # refuse files that are not this model's format before copying
-        from ..checkpoints import safe_torch_load
-        from ..checkpoints_resshift import infer_unet_config, unwrap_state_dict
+    if autoencoder:
+        if spec.autoencoder is None:
+            raise UsageError(f"{name} has no separate autoencoder file (--autoencoder is for the ResShift family)")
+        from ..checkpoints_resshift import check_autoencoder
 
-        infer_unet_config(unwrap_state_dict(safe_torch_load(file), file), file)
+        check_autoencoder(file, spec.autoencoder.filename)
+        dest = hub.import_weights(hub.autoencoder_spec(spec), file)
+        print_line(f"{name}: imported {file} -> {dest}")
+        return
+    if spec.weights is None or spec.weights.kind == "embedded":
+        raise UsageError(f"{name} has no weights file to import")
+    # Refuse files that are not this model's format before copying.
+    if spec.family == "resshift":
+        from ..checkpoints_resshift import check_denoiser
+
+        check_denoiser(file, spec.weights.filename)
     else:
-        read_published(file, spec.format)
+        read_published(file, spec.format, spec.weights.filename)
     dest = hub.import_weights(spec, file)
-    err_console.print(f"{name}: imported {file} -> {dest}")
+    print_line(f"{name}: imported {file} -> {dest}")
