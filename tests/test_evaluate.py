@@ -290,8 +290,9 @@ def test_fid_between_the_sr_and_hr_sets(hf_home, tmp_path, monkeypatch):
     # Independent: pyiqa's FID on folders holding exactly those 3 SR and 3 HR images.
     sr_dir, hr_dir = tmp_path / "sr3", tmp_path / "hr3"
     sr_dir.mkdir(), hr_dir.mkdir()
-    for name in ("img0", "img1", "img2"):
-        shutil.copy(Path(system["sr_dir"]) / f"{name}.png", sr_dir)
+    for img in system["per_image"]:
+        name = img["image"]
+        shutil.copy(img["sr_file"], sr_dir / f"{name}.png")
         shutil.copy(data / "HR" / f"{name}.png", hr_dir)
     fid = pyiqa.create_metric("fid", device="cpu")
     expected = fid(str(sr_dir), str(hr_dir), verbose=False, num_workers=0)

@@ -86,3 +86,36 @@ def test_pairs_by_name_with_lr_hr_marks_and_notes_unused_hr_images(tmp_path):
         ("im0", "im0.png", "im0.png"), ("im1_LR4", "im1_LR4.png", "im1_HR.png"), ("im2x4", "im2x4.png", "im2.png")]
     assert any("no LR image for im3.png: not used" in n for n in s.notes)
     assert any("im1_LR4.png" in n or "im2x4.png" in n for n in s.notes)  # the mark-stripped pairing is reported
+
+
+# ----------------------------------------------------------------------------- the SR cache
+
+
+def _psnr_by_image(csv_path: Path) -> dict[str, float]:
+    import csv
+
+    return {row["image"]: float(row["psnr"]) for row in csv.DictReader(csv_path.open()) if row["image"] != "mean"}
+
+
+def test_cached_outputs_follow_the_lr_content_not_its_name_size_or_mtime(hf_home, tmp_path):
+    """An LR image replaced by another one of the same name, byte size and mtime is computed again."""
+    root = tmp_path / "set"
+    for i in range(2):
+        _image(root / "HR" / f"im{i}.png", (32, 24), seed=i)
+        _image(root / "LR" / f"im{i}.bmp", (8, 6), seed=10 + i)  # BMP: the size depends on the dimensions only
+    args = ["evaluate", "--dataset", str(root), "--model", "bicubic", "--metrics", "psnr"]
+    assert runner.invoke(app, [*args, "--csv", str(tmp_path / "a.csv")]).exit_code == 0
+    first = _psnr_by_image(tmp_path / "a.csv")
+    lr = root / "LR" / "im1.bmp"
+    st = lr.stat()
+    _image(lr, (8, 6), seed=99)
+    os.utime(lr, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert lr.stat().st_size == st.st_size and lr.stat().st_mtime_ns == st.st_mtime_ns
+    assert runner.invoke(app, [*args, "--csv", str(tmp_path / "b.csv")]).exit_code == 0
+    second = _psnr_by_image(tmp_path / "b.csv")
+    assert runner.invoke(app, [*args, "--csv", str(tmp_path / "c.csv"), "--recompute"]).exit_code == 0
+    fresh = _psnr_by_image(tmp_path / "c.csv")
+    assert second == fresh  # the changed image was computed again, the other one is the same
+    assert second["im0"] == first["im0"] and abs(second["im1"] - first["im1"]) > 0.01
+    cached = sorted(p.name for p in (hf_home / "srx" / "eval").glob("bicubic-*/im*.png"))
+    assert len(cached) == 2 and cached[0].startswith("im0.") and cached[1].startswith("im1.")  # no stale copy

@@ -1,9 +1,10 @@
 """Run a system (a model through the engine, or a plain bicubic baseline) over an EvalSet and score it.
 
-SR outputs are 8-bit PNGs in a cache folder keyed by (system, dataset, settings): a second run with
-more metrics reads them back instead of running the model again (the model is loaded only when an
-output is missing). Metrics are computed on those PNGs, as the papers' scripts compute them on saved
-results.
+SR outputs are 8-bit PNGs in a cache folder keyed by (system, dataset, settings), one file per LR
+image named ``<name>.<LR digest>.png`` after the LR file's content (sha256): a second run with more
+metrics reads them back instead of running the model again (the model is loaded only when an output is
+missing), and an LR image changed under the same name is a new output. Metrics are computed on those
+PNGs, as the papers' scripts compute them on saved results.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -79,7 +81,8 @@ class SystemResult:
             "images_scored": sum(1 for r in self.images if not r.error),
             "images_failed": len(self.failed),
             "model_runs": self.model_runs,
-            "per_image": [{"image": r.name, **r.values, **({"error": r.error} if r.error else {})}
+            "per_image": [{"image": r.name, **r.values, **({"error": r.error} if r.error else {}),
+                           **({"sr_file": str(self.sr_file(r.name))} if self.sr_file(r.name) else {})}
                           for r in self.images],
         }
 
@@ -205,28 +208,58 @@ def read_rgb(path: Path) -> torch.Tensor:
     return read_image(path).color
 
 
+LR_DIGEST_CHARS = 16  # of the LR file's sha256, in the cached output's name
+
+
+def lr_digest(path: Path) -> str:
+    """The content key of an LR image (its bytes: LR images are small, hashing them costs nothing)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()[:LR_DIGEST_CHARS]
+    except OSError as e:
+        raise SrxError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def cached_output(sr_dir: Path, sample: Sample, digest: str) -> Path:
+    return sr_dir / f"{sample.name}.{digest}.png"
+
+
+def _older_outputs(sr_dir: Path, name: str, keep: Path) -> list[Path]:
+    """Outputs cached for earlier contents of the LR image ``name`` (replaced by ``keep``)."""
+    pattern = re.compile(re.escape(name) + r"\.[0-9a-f]{%d}\.png" % LR_DIGEST_CHARS)
+    try:
+        return [p for p in sr_dir.iterdir() if p != keep and pattern.fullmatch(p.name)]
+    except OSError:
+        return []
+
+
 def produce_outputs(system: System, eval_set: EvalSet, sr_dir: Path,
-                    on_image: Callable[[Sample, str | None], None] | None = None) -> tuple[dict[str, str], int]:
-    """Make sure ``sr_dir/<name>.png`` exists for every sample; returns (errors by name, model runs)."""
-    sr_dir.mkdir(parents=True, exist_ok=True)
+                    on_image: Callable[[Sample, str | None], None] | None = None
+                    ) -> tuple[dict[str, str], int, dict[str, Path]]:
+    """Make sure every sample's output exists in ``sr_dir``; returns (errors by name, model runs, outputs by name).
+
+    An output is found by the LR file's content, so an LR image that changed under the same name
+    is computed again. A failure to read or write is that image's error; the others go on.
+    """
     errors: dict[str, str] = {}
+    outputs: dict[str, Path] = {}
     runs = 0
     for sample in eval_set.samples:
-        dest = sr_dir / f"{sample.name}.png"
-        if dest.is_file():
-            if on_image:
-                on_image(sample, None)
-            continue
         try:
-            lr = read_image(sample.lr).color
-            sr = system.upscale(lr)
-            write_atomic(dest, encode_image(sr, None, "PNG"), overwrite=True)
-            runs += 1
+            dest = cached_output(sr_dir, sample, lr_digest(sample.lr))
+            outputs[sample.name] = dest
+            if not dest.is_file():
+                lr = read_image(sample.lr).color
+                sr = system.upscale(lr)
+                write_atomic(dest, encode_image(sr, None, "PNG"), overwrite=True)
+                runs += 1
+                for old in _older_outputs(sr_dir, sample.name, dest):
+                    old.unlink(missing_ok=True)
         except SrxError as e:
             errors[sample.name] = str(e)
         if on_image:
             on_image(sample, errors.get(sample.name))
-    return errors, runs
+    return errors, runs, outputs
 
 
 def _linked_folder(files: list[Path], parent: Path) -> Path:
@@ -250,9 +283,12 @@ def evaluate_system(system: System, eval_set: EvalSet, suite: MetricSuite, scale
         errors = {name: f"{system.folder}: no SR image named {name}.*" for name, p in sr_files.items() if p is None}
     else:
         sr_dir = cache_dir_for(system, eval_set, scale)
-        errors, runs = produce_outputs(system, eval_set, sr_dir, on_image)
-        (sr_dir / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
-        sr_files = {s.name: sr_dir / f"{s.name}.png" for s in eval_set.samples}
+        errors, runs, sr_files = produce_outputs(system, eval_set, sr_dir, on_image)
+        try:  # what the folder holds, for people who look into the cache; not needed by srx
+            write_atomic(sr_dir / "settings.json", json.dumps(settings, indent=1, default=str).encode(),
+                         overwrite=True)
+        except SrxError:
+            pass  # an unwritable cache already failed every image that needed writing
     results = []
     scored: list[Sample] = []
     for sample in eval_set.samples:
@@ -276,7 +312,10 @@ def evaluate_system(system: System, eval_set: EvalSet, suite: MetricSuite, scale
         from ..hub import cache_root
 
         tmp_parent = cache_root() / "eval"
-        tmp_parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp_parent.mkdir(parents=True, exist_ok=True)
+        except OSError:  # a read-only cache: the links can live anywhere
+            tmp_parent = Path(tempfile.gettempdir())
         sr_link = _linked_folder([sr_files[s.name] for s in scored], tmp_parent)
         hr_link = _linked_folder([s.hr for s in scored], tmp_parent)
         try:
