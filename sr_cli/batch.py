@@ -1,29 +1,59 @@
 """Batch conversion for ``srx upscale``: find inputs, plan outputs, run, report.
 
-Planning happens before any model is loaded: missing inputs, output name collisions, outputs equal
-to inputs and already existing outputs are settled first, so a rerun over a finished batch loads
-nothing and a broken command fails fast.
+Planning happens before any model is loaded: missing inputs, outputs equal to inputs and already
+existing outputs are settled first, so a rerun over a finished batch loads nothing and a broken command
+fails fast. Two inputs that map to the same output are settled at run time: the second one is refused
+only when the first one was written.
+
+Parallel runs share the work: each output is claimed (an exclusive lock beside it) before it is
+computed; a run that finds an output claimed moves on and comes back to it at the end, when it is
+normally finished (then reported as skipped).
 """
 
 from __future__ import annotations
 
 import glob
+import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+from .fsio import Claim
 from .imageio import ALPHA_FORMATS, EXTENSION_BY_FORMAT, FORMAT_BY_NAME, SIXTEEN_BIT_FORMATS, TEMP_SUFFIX
 
 GLOB_CHARS = set("*?[")
+NOT_DECODABLE = {"MPEG"}  # Pillow identifies these files but cannot decode their pixels
+
+
+def _can_decode(fmt: str) -> bool:
+    from PIL import ImageFile
+
+    if fmt in NOT_DECODABLE:
+        return False
+    if fmt == "EPS":  # through Ghostscript only
+        from PIL import EpsImagePlugin
+
+        return bool(EpsImagePlugin.has_ghostscript())
+    cls = Image.OPEN[fmt][0]
+    if isinstance(cls, type) and issubclass(cls, ImageFile.StubImageFile):  # identified; decoded by a plugin only
+        return getattr(cls, "_handler", None) is not None
+    return True
 
 
 def image_extensions() -> set[str]:
-    """Extensions Pillow can open (what a folder scan picks up)."""
+    """Extensions of the formats Pillow can open and decode here (what a folder scan picks up).
+
+    Save-only formats (PDF) and formats that need a missing program or plugin (EPS without Ghostscript,
+    the BUFR/GRIB/HDF5/WMF stubs) are left out: a scan must not pick files it will then fail.
+    """
     Image.init()
-    return {ext.lower() for ext in Image.registered_extensions()}
+    openable = {fmt for fmt in Image.OPEN if _can_decode(fmt)}
+    if "JPEG" in openable:
+        openable.add("MPO")  # multi-picture JPEGs open through the JPEG plugin
+    return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in openable}
 
 
 @dataclass
@@ -38,27 +68,32 @@ class Job:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     relative: Path | None = None  # path below the scanned folder (for --recursive mirroring)
+    collides_with: "Job | None" = None  # an earlier job with the same output (settled at run time)
+    dest_before: tuple | None = None  # identity of an output that existed when planning (--overwrite)
 
     def fail(self, message: str) -> None:
         self.status, self.error = "failed", message
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["input"] = str(d.pop("source"))
-        d["output"] = str(d.pop("dest")) if self.dest else None
-        d.pop("relative")
-        d["input_size"] = list(self.input_size) if self.input_size else None
-        d["output_size"] = list(self.output_size) if self.output_size else None
-        d["seconds"] = round(self.seconds, 3)
-        return d
+        return {
+            "input": str(self.source),
+            "output": str(self.dest) if self.dest is not None else None,
+            "status": self.status,
+            "error": self.error,
+            "input_size": list(self.input_size) if self.input_size else None,
+            "output_size": list(self.output_size) if self.output_size else None,
+            "output_bytes": self.output_bytes,
+            "seconds": round(self.seconds, 3),
+            "notes": list(self.notes),
+        }
 
 
 def discover(inputs: list[str], recursive: bool, suffix: str) -> list[Job]:
     """Jobs for files, folders (images inside; subfolders with ``recursive``) and globs.
 
     A path that does not exist becomes a failed job. Folder scans skip hidden files, srx's temporary
-    files and files that look like srx outputs (``<name><suffix>.<ext>``), so a rerun does not upscale
-    its own results.
+    files and files that look like srx outputs (``<name><suffix>.<ext>``, not with an empty suffix), so a
+    rerun does not upscale its own results. A file named twice (``a.png ./a.png``, ``. .``) is one job.
     """
     exts = image_extensions()
     jobs: list[Job] = []
@@ -78,14 +113,26 @@ def discover(inputs: list[str], recursive: bool, suffix: str) -> list[Job]:
                 rel = f.relative_to(path)
                 if not f.is_file() or any(part.startswith(".") for part in rel.parts):
                     continue
-                if f.suffix.lower() not in exts or f.name.endswith(TEMP_SUFFIX) or f.stem.endswith(suffix):
+                if f.suffix.lower() not in exts or f.name.endswith(TEMP_SUFFIX) or (suffix and f.stem.endswith(suffix)):
                     continue
                 jobs.append(Job(f, relative=rel))
         elif path.is_file():
             jobs.append(Job(path))
         else:
             jobs.append(Job(path, status="failed", error=f"{raw}: no such file or directory"))
-    return jobs
+    return _unique(jobs)
+
+
+def _unique(jobs: list[Job]) -> list[Job]:
+    """Drop repeats of the same file (by its real path); the first mention wins."""
+    seen: set = set()
+    kept = []
+    for job in jobs:
+        key = os.path.realpath(job.source) if job.status == "pending" else ("missing", str(job.source))
+        if key not in seen:
+            seen.add(key)
+            kept.append(job)
+    return kept
 
 
 def output_format(source: Path, fmt: str) -> str:
@@ -95,13 +142,24 @@ def output_format(source: Path, fmt: str) -> str:
     return FORMAT_BY_NAME[fmt]
 
 
-def plan_outputs(jobs: list[Job], output: Path | None, fmt: str, suffix: str, overwrite: bool) -> None:
-    """Set each job's destination; settle collisions, input==output and existing outputs."""
+def _identity(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def plan_outputs(jobs: list[Job], output: Path | None, fmt: str, suffix: str, overwrite: bool,
+                 single_file: bool = False) -> None:
+    """Set each job's destination; settle input==output and existing outputs, mark shared outputs.
+
+    ``single_file``: ``output`` is the output file of the one pending job (else a folder, or None for
+    beside each input).
+    """
     pending = [j for j in jobs if j.status == "pending"]
-    single_file = output is not None and len(pending) == 1 and pending[0].relative is None and bool(output.suffix) \
-        and not output.is_dir()
-    claimed: dict[Path, Job] = {}
-    inputs = {j.source.resolve() for j in jobs}
+    first_with: dict[str, Job] = {}
+    inputs = {os.path.realpath(j.source) for j in jobs}
     for job in pending:
         if single_file:
             job.dest = output
@@ -116,17 +174,17 @@ def plan_outputs(jobs: list[Job], output: Path | None, fmt: str, suffix: str, ov
                 job.dest = output / job.relative.parent / name
             else:
                 job.dest = output / name
-        key = job.dest.resolve()
+        key = os.path.realpath(job.dest)
         if job.dest.suffix.lower().lstrip(".") not in FORMAT_BY_NAME:
             job.fail(f"{job.dest}: unknown output format {job.dest.suffix!r} (use .png, .jpg, .webp or .tif)")
         elif key in inputs:
             job.fail(f"{job.source}: output {job.dest} is an input file; refusing to overwrite it")
-        elif key in claimed:
-            job.fail(f"{job.source}: output {job.dest} would collide with the output of {claimed[key].source}; "
-                     f"not written (use --suffix or --format same to keep both)")
+        elif key in first_with:
+            job.collides_with = first_with[key]  # decided when its turn comes: the first one may fail
         else:
-            claimed[key] = job
-            if job.dest.exists() and not overwrite:
+            first_with[key] = job
+            job.dest_before = _identity(job.dest)
+            if job.dest_before is not None and not overwrite:
                 job.status = "skipped"
                 job.error = f"{job.dest} exists (use --overwrite to replace it)"
 
@@ -157,22 +215,74 @@ class BatchSummary:
         return s
 
 
-def run_jobs(jobs: list[Job], process: Callable[[Job], None], on_done: Callable[[Job], None]) -> None:
-    """Process pending jobs in order; a failure is recorded and the batch goes on."""
+def run_jobs(jobs: list[Job], process: Callable[[Job], None], on_done: Callable[[Job], None],
+             overwrite: bool = False) -> None:
+    """Process pending jobs in order; a failure is recorded and the batch goes on.
+
+    Each output is claimed before it is computed. Outputs another running srx has claimed are left for
+    the end; by then that run has normally finished them and they are reported as skipped.
+    """
+    later = [job for job in jobs if job.status == "pending" and not _run_one(job, process, overwrite, wait=False,
+                                                                             on_done=on_done)]
+    for job in later:
+        _run_one(job, process, overwrite, wait=True, on_done=on_done)
+
+
+def _run_one(job: Job, process: Callable[[Job], None], overwrite: bool, wait: bool,
+             on_done: Callable[[Job], None]) -> bool:
+    """Claim, check and process one job; False when another process holds its claim (and ``wait`` is off)."""
+    first = job.collides_with
+    if first is not None and first.status in ("written", "skipped"):
+        job.fail(f"{job.source}: output {job.dest} would collide with the output of {first.source}; "
+                 f"not written (use --suffix or --format same to keep both)")
+        on_done(job)
+        return True
+    claim = Claim(job.dest)
+    try:
+        if not claim.take(blocking=wait):
+            return False
+    except OSError as e:
+        job.fail(f"{job.dest}: cannot write ({_reason(e)})")
+        on_done(job)
+        return True
+    try:
+        if _finished_meanwhile(job, overwrite):
+            job.status = "skipped"
+            job.error = f"{job.dest} was written meanwhile by another run"
+        else:
+            _process(job, process)
+    finally:
+        claim.release()
+    on_done(job)
+    return True
+
+
+def _finished_meanwhile(job: Job, overwrite: bool) -> bool:
+    """Whether the output appeared (or, with --overwrite, changed) since planning: another run made it."""
+    now = _identity(job.dest)
+    if now is None:
+        return False
+    return not overwrite or now != job.dest_before
+
+
+def _process(job: Job, process: Callable[[Job], None]) -> None:
     from .errors import SrxError
 
-    for job in jobs:
-        if job.status != "pending":
-            continue
-        start = time.perf_counter()
-        try:
-            process(job)
-            job.status = "written"
-        except SrxError as e:
-            job.fail(str(e))
-        except (RuntimeError, MemoryError) as e:  # e.g. out of memory on one huge image: the batch goes on
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            job.fail(f"{job.source}: processing failed ({type(e).__name__}: {first})")
-        finally:
-            job.seconds = time.perf_counter() - start
-        on_done(job)
+    start = time.perf_counter()
+    try:
+        process(job)
+        job.status = "written"
+    except SrxError as e:
+        job.fail(str(e))
+    except OSError as e:  # anything the file system refuses: this file fails, the batch goes on
+        job.fail(f"{job.source}: {_reason(e)}")
+    except (RuntimeError, MemoryError, ValueError) as e:  # e.g. out of memory on one huge image: the batch goes on
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        job.fail(f"{job.source}: processing failed ({type(e).__name__}: {first})")
+    finally:
+        job.seconds = time.perf_counter() - start
+
+
+def _reason(e: OSError) -> str:
+    reason = e.strerror or str(e) or type(e).__name__
+    return f"{reason}: {e.filename}" if e.filename else reason

@@ -176,7 +176,7 @@ def write_text(dest: str | Path, text: str, overwrite: bool = True) -> None:
 def locked(path: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if missing; kept, so that every process locks the same file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd = _open_locked(path, blocking=True)
     try:
         yield
@@ -202,7 +202,7 @@ class Claim:
         self.fd: int | None = None
 
     def take(self, blocking: bool = False) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         self.fd = _open_locked(self.path, blocking)
         return self.fd is not None
 

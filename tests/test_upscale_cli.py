@@ -168,7 +168,7 @@ def test_usage_errors_exit_2(mixed, model_args, tmp_path):
         assert r.exit_code == 2, (extra, r.output)
         assert "Traceback" not in r.output
     r = runner.invoke(app, ["upscale", str(tmp_path / "empty_dir_that_does_not_exist"), *model_args])
-    assert r.exit_code == 1 and "no such file" in r.stderr
+    assert r.exit_code == 2 and "no such file" in r.stderr  # no input at all, like an empty folder
     (tmp_path / "nothing").mkdir()
     r = runner.invoke(app, ["upscale", str(tmp_path / "nothing"), *model_args])
     assert r.exit_code == 2 and "no input images" in r.stderr

@@ -32,6 +32,9 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """One-step diffusion super-resolution."""
+    from ..entry import accept_interrupts
+
+    accept_interrupts()  # a command starts: Ctrl-C now goes through its cleanup (see entry.py)
 
 
 app.command()(upscale)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
 import signal
 import sys
 import time
@@ -10,10 +13,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.text import Text
 
 from ..limits import DEFAULT_MAX_PIXELS
 from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt,
-                     SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console, fail, report_errors)
+                     SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console, report_errors)
 
 FORMATS = ("same", "png", "jpg", "webp", "tiff")
 
@@ -42,8 +46,8 @@ class Reporter:
             self.progress.start()
 
     def line(self, text: str, error: bool = False) -> None:
-        if error:
-            err_console.print(f"[red]error:[/red] {text}", soft_wrap=True, highlight=False, markup=True)
+        if error:  # file names are user text: never read as markup
+            err_console.print(Text.assemble(("error:", "red"), f" {text}"), soft_wrap=True, highlight=False)
         elif not self.quiet:
             err_console.print(text, soft_wrap=True, highlight=False, markup=False)
 
@@ -75,12 +79,76 @@ class Reporter:
             self.progress.stop()
 
 
+@contextlib.contextmanager
+def _interrupt_held():
+    """Hold a Ctrl-C until the block ends, then raise it.
+
+    A module interrupted halfway through its import (torch takes seconds) cannot be imported again: the
+    process would crash on the way out instead of reporting what it did.
+    """
+    held: list[int] = []
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        if previous in (signal.SIG_IGN, None):
+            yield
+            return
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            raise KeyboardInterrupt
+
+
+def _emit_json(doc: dict) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _output_target(output: str | None) -> tuple[Path | None, bool]:
+    """(path, names a folder for sure): a trailing slash or an existing folder."""
+    if not output:
+        return None, False
+    path = Path(output)
+    return path, output.endswith(("/", os.sep)) or path.is_dir()
+
+
+def _plan(inputs, output, fmt, suffix, recursive, overwrite):
+    """Discover and plan; usage errors (nothing to do, an output that cannot be what -o says) raise UsageError."""
+    from ..batch import discover, plan_outputs
+    from ..errors import UsageError
+    from ..imageio import FORMAT_BY_NAME
+
+    jobs = discover(inputs, recursive, suffix)
+    if not jobs:
+        raise UsageError("no input images found")
+    pending = [j for j in jobs if j.status == "pending"]
+    if not pending and all(j.status == "failed" for j in jobs):  # every input missing: nothing to do
+        raise UsageError("; ".join(j.error for j in jobs))
+    out_path, is_folder = _output_target(output)
+    names_file = out_path is not None and not is_folder and bool(out_path.suffix)
+    several = len(pending) > 1 or any(j.relative is not None for j in pending)
+    out_fmt = FORMAT_BY_NAME.get(out_path.suffix.lower().lstrip(".")) if names_file else None
+    if out_fmt is not None and several:
+        raise UsageError(f"-o {output} names one file but there are {len(pending)} input images; "
+                         f"give a folder (e.g. -o {out_path.with_suffix('')}/)")
+    single_file = names_file and len(pending) == 1 and not several
+    if single_file and out_fmt is not None and fmt not in (None, "same") and FORMAT_BY_NAME[fmt] != out_fmt:
+        raise UsageError(f"--format {fmt} conflicts with -o {output} (a {out_path.suffix} file); drop one of them")
+    plan_outputs(jobs, out_path, fmt or "png", suffix, overwrite, single_file=single_file)
+    return jobs
+
+
 @report_errors
 def upscale(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Output file (with one input file) or folder (created if missing). "
-                               "Default: beside each input, named <name><suffix>.<ext>.")] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", help="Output file (with one input file) or folder (created if missing; a trailing / "
+                               "always means a folder). Default: beside each input, named <name><suffix>.<ext>.")] = None,
     model: ModelOpt = None,
     base: BaseOpt = None,
     weights: WeightsOpt = None,
@@ -97,7 +165,9 @@ def upscale(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     compile_unet: CompileOpt = False,
-    fmt: Annotated[str, typer.Option("--format", help="Output format: same (as the input) | png | jpg | webp | tiff.")] = "png",
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", help="Output format: same (as the input) | png | jpg | webp | tiff. Default: png, or the "
+                         "extension of -o FILE.")] = None,
     quality: Annotated[int, typer.Option("--quality", help="JPEG/WebP quality, 1-100.")] = 95,
     suffix: Annotated[str, typer.Option("--suffix", help="Appended to output file names.")] = "_srx",
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Walk subfolders; mirror them under -o.")] = False,
@@ -110,39 +180,13 @@ def upscale(
     """Super-resolve images with a one-step diffusion model.
 
     Exit codes: 0 every image written or skipped, 1 some failed (the others are written),
-    2 usage error, 130 interrupted. Existing outputs are skipped unless --overwrite.
+    2 usage error (including: no input image), 130 interrupted. Existing outputs are skipped unless
+    --overwrite. Parallel runs over the same outputs share the work.
     """
-    from ..batch import BatchSummary, discover, plan_outputs, run_jobs
-    from ..engine.pipeline import UpscaleOptions
-    from ..imageio import stale_temp_files
-    from ..loading import resolve_spec
-
-    if fmt not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not 1 <= quality <= 100:
-        fail(f"--quality must be in 1..100, got {quality}")
-    if skip_existing and overwrite:
-        fail("--skip-existing and --overwrite exclude each other")
-    if max_pixels < 1:
-        fail("--max-pixels must be positive")
-    model = model or "lite"  # the embedded default: no download, runs on a CPU
-    weights_arg = str(weights) if weights else None
-    spec = resolve_spec(model, base, weights_arg)
-    options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
-                             prompt=prompt, seed=seed, sampler=sampler)
-    options.resolved(spec)  # usage errors before any work
-
-    jobs = discover(inputs, recursive, suffix)
-    if not jobs:
-        fail("no input images found")
-    plan_outputs(jobs, output, fmt, suffix, overwrite)
-    for folder in {j.dest.parent for j in jobs if j.dest is not None}:
-        for stale in stale_temp_files(folder):  # left by a killed run
-            stale.unlink(missing_ok=True)
-
-    reporter = Reporter(len(jobs), quiet)
     started = time.perf_counter()
     interrupted: int | None = None
+    jobs: list = []
+    reporter: Reporter | None = None
     previous_term = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum, frame):
@@ -153,45 +197,105 @@ def upscale(
     except ValueError:  # not the main thread (e.g. embedded use)
         previous_term = None
     try:
+        with _interrupt_held():  # torch and the engine: a half-done import would crash the rest of the run
+            from ..batch import run_jobs  # noqa: F401 (imports torch)
+            from ..errors import SrxError
+            from ..loading import load_model
+
+        try:
+            jobs, sr_args = _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_batch,
+                                     color_fix, prompt, seed, sampler, fmt, quality, suffix, recursive,
+                                     skip_existing, overwrite, max_pixels)
+        except SrxError as e:
+            if json_out:
+                _emit_json({"error": str(e)})
+            raise
+        reporter = Reporter(len(jobs), quiet)
         for job in jobs:  # failures and skips found while planning
             if job.status != "pending":
                 reporter.done(job)
         if any(j.status == "pending" for j in jobs):
-            from ..loading import load_model
-
-            sr = load_model(model, base=base, weights=weights_arg, device=device, dtype=dtype,
-                            compile_unet=compile_unet)
+            spec_model, base_arg, weights_arg, options = sr_args
+            try:
+                sr = load_model(spec_model, base=base_arg, weights=weights_arg, device=device, dtype=dtype,
+                                compile_unet=compile_unet)
+            except SrxError as e:
+                if json_out:
+                    _emit_json({"error": str(e), **_report(jobs, started, None)})
+                raise
 
             def process(job) -> None:
                 reporter.start(job)
-                convert_one(sr, job, options, fmt, quality, max_pixels, overwrite, reporter.on_tile)
+                convert_one(sr, job, options, quality, max_pixels, overwrite, reporter.on_tile)
 
-            run_jobs(jobs, process, reporter.done)
+            run_jobs(jobs, process, reporter.done, overwrite=overwrite)
     except KeyboardInterrupt:
         interrupted = signal.SIGINT
     except _Terminated as t:
         interrupted = t.signum
     finally:
-        reporter.stop()
+        if reporter is not None:
+            reporter.stop()
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
 
-    summary = BatchSummary.of(jobs, time.perf_counter() - started)
+    doc = _report(jobs, started, interrupted)
     if json_out:
-        doc = {"files": [j.to_json() for j in jobs], "totals": summary.__dict__, "interrupted": interrupted is not None}
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        sys.stdout.flush()
+        _emit_json(doc)
+    totals = doc["totals"]
     if interrupted is not None:
-        err_console.print(f"interrupted: {summary.written} written, {summary.skipped} skipped, {summary.failed} failed, "
-                          f"{summary.pending} not done")
+        err_console.print(f"interrupted: {totals['written']} written, {totals['skipped']} skipped, "
+                          f"{totals['failed']} failed, {totals['pending']} not done", highlight=False)
         raise typer.Exit(128 + int(interrupted))
     if not quiet:
-        err_console.print(f"{summary.written} written, {summary.skipped} skipped, {summary.failed} failed "
-                          f"({summary.seconds:.1f}s)", highlight=False)
-    raise typer.Exit(1 if summary.failed else 0)
+        err_console.print(f"{totals['written']} written, {totals['skipped']} skipped, {totals['failed']} failed "
+                          f"({totals['seconds']:.1f}s)", highlight=False)
+    raise typer.Exit(1 if totals["failed"] else 0)
 
 
-def convert_one(sr, job, options, fmt: str, quality: int, max_pixels: int, overwrite: bool, on_tile) -> None:
+def _report(jobs: list, started: float, interrupted: int | None) -> dict:
+    from ..batch import BatchSummary
+
+    summary = BatchSummary.of(jobs, time.perf_counter() - started)
+    return {"files": [j.to_json() for j in jobs], "totals": summary.__dict__, "interrupted": interrupted is not None}
+
+
+def _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_batch, color_fix, prompt, seed,
+             sampler, fmt, quality, suffix, recursive, skip_existing, overwrite, max_pixels):
+    """Every check that needs no model: options, inputs, output plan; stale temporary files removed."""
+    from ..engine.pipeline import UpscaleOptions
+    from ..errors import UsageError
+    from ..fsio import remove_stale, stale_files
+    from ..loading import resolve_spec
+
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not 1 <= quality <= 100:
+        raise UsageError(f"--quality must be in 1..100, got {quality}")
+    if skip_existing and overwrite:
+        raise UsageError("--skip-existing and --overwrite exclude each other")
+    if max_pixels < 1:
+        raise UsageError("--max-pixels must be positive")
+    if scale is not None and not math.isfinite(scale):
+        raise UsageError(f"--scale must be a finite number >= 1, got {scale}")
+    model = model or "lite"  # the embedded default: no download, runs on a CPU
+    weights_arg = str(weights) if weights else None
+    spec = resolve_spec(model, base, weights_arg)
+    options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
+                             prompt=prompt, seed=seed, sampler=sampler)
+    resolved = options.resolved(spec)  # usage errors before any work
+    if resolved.sampler != "one-step" and spec.family != "resshift":
+        raise UsageError(f"--sampler {resolved.sampler}: {spec.name} is a one-step model (only the ResShift "
+                         f"family has multi-step samplers)")
+
+    jobs = _plan(inputs, output, fmt, suffix, recursive, overwrite)
+    for folder in {j.dest.parent for j in jobs if j.dest is not None}:
+        for stale in stale_files(folder):  # left by a killed run; never another running srx's files
+            remove_stale(stale)
+    return jobs, (model, base, weights_arg, options)
+
+
+def convert_one(sr, job, options, quality: int, max_pixels: int, overwrite: bool, on_tile) -> None:
     """Read, super-resolve (color through the model, alpha resized smoothly), encode, write atomically."""
     from PIL import Image
 
