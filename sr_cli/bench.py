@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import SrxError
+
 SD21_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -412,7 +414,7 @@ def print_report(r: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(markup=False, emoji=False, highlight=False)  # model names and paths are printed verbatim
     table = Table(title=f"{r['model']} on {r['device']} ({r['dtype']}): {r['input'][0]}² → "
                         f"{r['output'][0]}x{r['output'][1]}, {r['tiles']} tile(s) of {r['tile']} (batch {r['tile_batch']})")
     table.add_column("stage")
@@ -447,33 +449,107 @@ def print_report(r: dict) -> None:
                       (f", GPU +{m['gpu_growth_mb']:.0f} MiB" if "gpu_growth_mb" in m else ""))
 
 
+# ----------------------------------------------------------------------------- arguments
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with srx's one-line ``error: ...`` (exit 2) instead of the usage block."""
+
+    def error(self, message: str):
+        _fail(message)
+
+
+def _fail(message: str, code: int = 2):
+    from .cli.common import print_error
+
+    print_error(message)
+    raise SystemExit(code)
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def check_arguments(args) -> None:
+    """User errors found before anything is loaded or measured: one line each, exit 2."""
+    from .registry import is_model_dir, registry
+
+    if args.model not in RANDOM_CONFIGS and args.model != "resshift-v1" and args.model not in registry() \
+            and not is_model_dir(args.model):
+        _fail(f"--model {args.model!r}: not tiny-sd, sd21, resshift-v1, a registry model "
+              f"({', '.join(sorted(registry()))}) or a model directory")
+    if args.image is not None:
+        from PIL import Image, UnidentifiedImageError
+
+        if not args.image.is_file():
+            _fail(f"{args.image}: no such file" if not args.image.exists() else f"{args.image}: not a file")
+        if args.image.stat().st_size == 0:
+            _fail(f"{args.image}: the file is empty (0 bytes)")
+        try:
+            with Image.open(args.image) as im:
+                im.size  # noqa: B018 - the header is read: enough to know Pillow can open it
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            _fail(f"{args.image}: not an image Pillow can read ({e})")
+    if args.json is not None:
+        folder = args.json.parent if str(args.json.parent) else Path(".")
+        if args.json.is_dir():
+            _fail(f"--json {args.json}: is a folder")
+        if not folder.is_dir():
+            _fail(f"--json {args.json}: the folder {folder} does not exist")
+        existed = args.json.exists()
+        try:  # open it for writing now (appending nothing): a benchmark is not run for a report it cannot write
+            os.close(os.open(args.json, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
+        except OSError as e:
+            _fail(f"--json {args.json}: cannot write ({e.strerror or e})")
+        if not existed:
+            args.json.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m sr_cli.bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="python -m sr_cli.bench", description=__doc__,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="lite", help="lite | tiny-sd | sd21 | resshift-v1 (random weights) | registry name | dir")
-    ap.add_argument("--size", type=int, default=512, help="input side in pixels (output = x4)")
+    ap.add_argument("--size", type=_at_least(1), default=512, help="input side in pixels (output = x4)")
     ap.add_argument("--image", type=Path, help="benchmark on a centre crop of this photograph (default: synthetic)")
-    ap.add_argument("--tile", type=int)
-    ap.add_argument("--overlap", type=int)
-    ap.add_argument("--tile-batch", type=int)
+    ap.add_argument("--tile", type=_at_least(0))
+    ap.add_argument("--overlap", type=_at_least(0))
+    ap.add_argument("--tile-batch", type=_at_least(1))
     ap.add_argument("--color-fix")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeat", type=_at_least(1), default=2)
+    ap.add_argument("--warmup", type=_at_least(0), default=1)
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     ap.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                     help="memory format of the convolutional components (auto: the engine's measured choice)")
     ap.add_argument("--no-flops", action="store_true")
     ap.add_argument("--peer", action="store_true", help="also time a reference-style loop (sd21, tiny-sd)")
-    ap.add_argument("--sweep-tile-batch", type=int, nargs="+", metavar="N",
+    ap.add_argument("--sweep-tile-batch", type=_at_least(1), nargs="+", metavar="N",
                     help="run at each of these tile batches; report the best (ms per tile) and the sweep")
     ap.add_argument("--peak-tflops", type=float, help="the device's peak, for the fraction of peak achieved")
     ap.add_argument("--memory-scaling", action="store_true", help="compare peak memory at --scaling-sizes")
-    ap.add_argument("--scaling-sizes", type=int, nargs=2, default=[256, 1024], metavar=("SMALL", "LARGE"))
+    ap.add_argument("--scaling-sizes", type=_at_least(1), nargs=2, default=[256, 1024], metavar=("SMALL", "LARGE"))
     ap.add_argument("--json", type=Path, help="also write the report as JSON")
     ap.add_argument("--json-only", action="store_true", help="print only the JSON report")
     args = ap.parse_args(argv)
+    check_arguments(args)
+    try:
+        run(args)
+    except SrxError as e:  # e.g. a model's weights are missing, a bad --color-fix or --tile
+        _fail(str(e), e.exit_code)
+
+
+def run(args) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from .hostmem import tune_host_allocator
 
@@ -487,7 +563,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_scaling:
         report["memory_scaling"] = memory_scaling(args)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        try:
+            args.json.write_text(json.dumps(report, indent=2))
+        except OSError as e:
+            _fail(f"--json {args.json}: cannot write ({e.strerror or e})", 1)
     if args.json_only:
         print(json.dumps(report))
     else:

@@ -98,3 +98,25 @@ def test_tile_batch_sweep_reports_the_best_and_the_fraction_of_a_given_peak(caps
     assert r["model_ms_per_tile"] == pytest.approx(1000 * r["model_s"] / r["tiles"], rel=1e-9)
     assert r["tile_batch"] in (1, 3) and r["peak_tflops"] == 2.0
     assert r["fraction_of_peak"] == pytest.approx(r["achieved_tflops"] / 2.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "nope"], "--model 'nope': not tiny-sd, sd21, resshift-v1, a registry model"),
+    (["--size", "0"], "argument --size: must be at least 1, got 0"),
+    (["--repeat", "0"], "argument --repeat: must be at least 1, got 0"),
+    (["--image", "{tmp}/missing.png"], "{tmp}/missing.png: no such file"),
+    (["--image", "{tmp}/empty.png"], "{tmp}/empty.png: the file is empty (0 bytes)"),
+    (["--image", "{tmp}/notes.txt"], "{tmp}/notes.txt: not an image Pillow can read"),
+    (["--json", "{tmp}/no/such/folder/r.json"], "--json {tmp}/no/such/folder/r.json: the folder"),
+    (["--json", "{tmp}"], "--json {tmp}: is a folder"),
+    (["--json", "/proc/srx-bench.json"], "--json /proc/srx-bench.json: cannot write"),
+])
+def test_bench_user_errors_are_one_line_and_exit_2(args, message, tmp_path, capsys):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main([a.format(tmp=tmp_path) for a in args] + ["--size", "8"] * ("--size" not in args))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: " + message.format(tmp=tmp_path)), err
+    assert err.count("\n") == 1 and "Traceback" not in err
