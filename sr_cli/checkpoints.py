@@ -259,24 +259,21 @@ def read_published(path: str | Path, fmt: str, expected: str | None = None) -> O
 
 
 def write_model_dir(directory: str | Path, spec_dict: dict[str, Any], ckpt: OneStepCheckpoint) -> Path:
-    """Write srx's saved-model layout atomically (temporary files renamed into place)."""
-    import os
-
+    """Write srx's saved-model layout atomically (temporary files renamed into place; the json, which marks the
+    directory as a model, last)."""
     from safetensors.torch import save_file
 
+    from .fsio import atomic_write, write_text
+
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     doc = dict(spec_dict)
     doc["srx_model_format"] = SRX_MODEL_FORMAT_VERSION
     doc["checkpoint"] = ckpt.config()
     tensors = {k: v.detach().contiguous().cpu() for k, v in ckpt.tensors.items()}
-    tmp_w = directory / (MODEL_WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp_w), metadata={"srx_model_format": str(SRX_MODEL_FORMAT_VERSION)})
-    os.replace(tmp_w, directory / MODEL_WEIGHTS)
+    metadata = {"srx_model_format": str(SRX_MODEL_FORMAT_VERSION)}
+    atomic_write(directory / MODEL_WEIGHTS, writer=lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     record_checksums(directory)
-    tmp_j = directory / (MODEL_JSON + ".tmp")
-    tmp_j.write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp_j, directory / MODEL_JSON)
+    write_text(directory / MODEL_JSON, json.dumps(doc, indent=2, sort_keys=True))
     return directory
 
 

@@ -173,15 +173,24 @@ def write_text(dest: str | Path, text: str, overwrite: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def locked(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing; kept, so that every process locks the same file)."""
+def locked(path: str | Path, best_effort: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing; kept, so that every process locks the same file).
+
+    ``best_effort``: where the lock file cannot be created (a read-only cache), go on without the lock.
+    """
     path = Path(path)
-    make_folder(path.parent)
-    fd = _open_locked(path, blocking=True)
+    try:
+        make_folder(path.parent)
+        fd = _open_locked(path, blocking=True)
+    except OSError:
+        if not best_effort:
+            raise
+        fd = None
     try:
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def lock_path_for(target: str | Path) -> Path:

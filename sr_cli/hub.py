@@ -14,11 +14,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from .errors import WeightsIntegrityError, WeightsMissingError
+from .fsio import atomic_write, lock_path_for, locked
 from .registry import BaseModel, ModelSpec, WeightsSource
 
 # Only what the engine loads: fp32 safetensors and configs (SD repos also hold .bin, fp16, ckpt files).
@@ -75,13 +75,11 @@ def read_lock() -> dict[str, str]:
 
 
 def record_hash(key: str, digest: str) -> None:
-    lock = read_lock()
-    lock[key] = digest
     path = _lock_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(lock, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    with locked(lock_path_for(path)):  # parallel runs each add their hash: read-modify-write under a lock
+        lock = read_lock()
+        lock[key] = digest
+        atomic_write(path, json.dumps(lock, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def verify_file(path: Path, key: str, pinned: str | None, remedy: str = "") -> str:
@@ -191,15 +189,13 @@ def _remedy_text(spec: ModelSpec) -> str:
 
 
 def _download_url(url: str, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+    def fetch(tmp: Path) -> None:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             shutil.copyfileobj(resp, out, length=1 << 20)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    with locked(lock_path_for(dest)):  # two runs needing the same file download it once
+        if not dest.is_file():
+            atomic_write(dest, writer=fetch)
 
 
 def resolve_weights(spec: ModelSpec, download: bool = True) -> Path:
@@ -266,19 +262,19 @@ def resolve_weights(spec: ModelSpec, download: bool = True) -> Path:
 def import_weights(spec: ModelSpec, file: Path) -> Path:
     """Copy a hand-downloaded weights file into the cache (atomically) and record its hash."""
     dest = manual_path(spec)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    os.close(fd)
-    try:
+    digest = ""
+
+    def copy(tmp: Path) -> None:
+        nonlocal digest
         shutil.copyfile(file, tmp)
         digest = sha256_file(tmp)
         if spec.weights.sha256 and digest != spec.weights.sha256.lower():
             raise WeightsIntegrityError(
                 f"{file}: sha256 {digest} differs from the pinned {spec.weights.sha256.lower()}; not imported"
             )
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    with locked(lock_path_for(dest)):
+        atomic_write(dest, writer=copy)  # the user's umask decides its mode, as for any file srx writes
     record_hash(_lock_key(spec), digest)
     return dest
 

@@ -45,15 +45,21 @@ def load_checkpoint(spec: ModelSpec, download: bool = True) -> OneStepCheckpoint
         return OneStepCheckpoint()
     if spec.weights.path and is_model_dir(spec.weights.path):
         return read_model_dir(spec.weights.path)[1]
+    from .fsio import lock_path_for, locked
+
     cached, convert, sources = _conversion(spec, download)
-    if is_model_dir(cached):
+    with locked(lock_path_for(cached), best_effort=True):  # parallel runs convert once; the others wait and read
+        if is_model_dir(cached):
+            try:
+                return read_model_dir(cached)[1]
+            except (CheckpointFormatError, ManifestError):
+                pass  # a damaged conversion (e.g. a disk filled up): convert the verified download again
+        ckpt = convert()
         try:
-            return read_model_dir(cached)[1]
-        except (CheckpointFormatError, ManifestError):
-            pass  # a damaged conversion (e.g. a disk filled up): convert the verified download again
-    ckpt = convert()
-    write_model_dir(cached, {"converted_from": [str(p) for p in sources] if len(sources) > 1 else str(sources[0]),
-                             "format": spec.format}, ckpt)
+            write_model_dir(cached, {"converted_from": [str(p) for p in sources] if len(sources) > 1
+                                     else str(sources[0]), "format": spec.format}, ckpt)
+        except OSError:
+            pass  # a read-only or full cache: use the conversion without keeping it
     return ckpt
 
 
@@ -137,7 +143,7 @@ def quiet_libraries() -> None:
 
 def load_model(model: str = "osediff", *, base: str | None = None, weights: str | None = None,
                device: str = "auto", dtype: str = "auto", merge_lora: bool = True, download: bool = True,
-               compile_unet: bool = False):
+               compile_unet: bool = False, prompt_extractor: str | None = None):
     """Load a model by registry name or saved-model directory, ready to ``upscale``.
 
     Args:
@@ -150,6 +156,8 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
         download: fetch missing files when online (otherwise a missing file is an error).
         compile_unet: ``torch.compile`` the denoiser (the first tile of each new size pays the compilation;
             worth it for batches).
+        prompt_extractor: OSEDiff's tagger, ``dape`` (its default: RAM + DAPE tag each input, the tags open the
+            prompt; a missing file is an error naming what to get) or ``none`` (no tags). Other models: ignored.
     """
     from .engine.devices import resolve_device, resolve_dtype
     from .engine.pipeline import SRModel
@@ -169,7 +177,13 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
         torch_error = e if isinstance(e, RuntimeError) else (e.__context__ or e)
         raise CheckpointFormatError(f"{_weights_location(spec)}: the weights do not fit the {spec.family} network "
                                     f"({_state_dict_problem(torch_error)})") from None
-    model = SRModel(spec, net, dev, dt)
+    tagger = None
+    if spec.family == "sd-onestep":
+        from .engine.dape import load_dape_tagger, prompt_extractor_for
+
+        if prompt_extractor_for(spec, prompt_extractor) == "dape":
+            tagger = load_dape_tagger(spec, download=download, requested=prompt_extractor)
+    model = SRModel(spec, net, dev, dt, tagger=tagger)
     if compile_unet:
         model.compile_unet()
     return model
