@@ -177,7 +177,7 @@ def test_end_to_end_reports_cache_and_baseline(hf_home, tiny_lite_dir, tmp_path)
     data = make_pairs(tmp_path / "set")
     out = tmp_path / "out"
     args = ["evaluate", "--dataset", str(data), "--model", str(tiny_lite_dir), "--metrics", "psnr",
-            "--baseline", "bicubic", "--json", str(out / "r.json"), "--csv", str(out / "r.csv"),
+            "--baseline", "bicubic", "--json-file", str(out / "r.json"), "--csv", str(out / "r.csv"),
             "--sheet", str(out / "sheet.png"), "--sheet-images", "2", "--save-images", str(out / "sr")]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
@@ -207,7 +207,7 @@ def test_end_to_end_reports_cache_and_baseline(hf_home, tiny_lite_dir, tmp_path)
     weights.write_bytes(b"\0" * st.st_size)
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
     r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", str(tiny_lite_dir),
-                            "--metrics", "psnr,ssim", "--json", str(out / "r2.json")])
+                            "--metrics", "psnr,ssim", "--json-file", str(out / "r2.json")])
     assert r.exit_code == 0, r.output
     again = json.loads((out / "r2.json").read_text())["systems"][0]
     assert again["model_runs"] == 0
@@ -222,7 +222,7 @@ def test_bad_images_and_existing_outputs(hf_home, tmp_path):
     data = make_pairs(tmp_path / "set", n=3)
     (data / "LR" / "img1.png").write_bytes(b"not a png")
     r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "psnr",
-                            "--json", str(tmp_path / "r.json")])
+                            "--json-file", str(tmp_path / "r.json")])
     assert r.exit_code == 1
     assert "img1.png" in r.output and "not an image" in r.output
     sys = json.loads((tmp_path / "r.json").read_text())["systems"][0]
@@ -233,7 +233,7 @@ def test_bad_images_and_existing_outputs(hf_home, tmp_path):
     for name in ("img0", "img2"):
         shutil.copy(data / "HR" / f"{name}.png", results / f"{name}.png")
     r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--outputs", str(results), "--metrics", "psnr,ssim",
-                            "--json", str(tmp_path / "o.json")])
+                            "--json-file", str(tmp_path / "o.json")])
     assert r.exit_code == 1 and "no SR image named img1" in r.output
     mean = json.loads((tmp_path / "o.json").read_text())["systems"][0]["mean"]
     assert mean["psnr"] == pytest.approx(80.0, abs=1e-3)  # identical images: pyiqa caps PSNR at 80 dB
@@ -246,7 +246,7 @@ def test_metric_without_weights_is_named_and_the_rest_computed(hf_home, tmp_path
     monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", str(tmp_path / "empty_pyiqa"))
     data = make_pairs(tmp_path / "set", n=2)
     r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "psnr,musiq",
-                            "--json", str(tmp_path / "r.json")])
+                            "--json-file", str(tmp_path / "r.json")])
     assert r.exit_code == 1
     assert "metric 'musiq' needs pretrained weights" in r.output and "musiq_koniq" in r.output
     doc = json.loads((tmp_path / "r.json").read_text())
@@ -283,7 +283,7 @@ def test_fid_between_the_sr_and_hr_sets(hf_home, tmp_path, monkeypatch):
     monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", str(pyiqa_dir))
     data = make_pairs(tmp_path / "set", n=4)
     r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "fid,psnr",
-                            "--limit", "3", "--json", str(tmp_path / "r.json")])
+                            "--limit", "3", "--json-file", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
     system = json.loads((tmp_path / "r.json").read_text())["systems"][0]
     assert len(system["per_image"]) == 3 and "fid" not in system["per_image"][0]

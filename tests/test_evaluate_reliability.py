@@ -119,3 +119,46 @@ def test_cached_outputs_follow_the_lr_content_not_its_name_size_or_mtime(hf_home
     assert second["im0"] == first["im0"] and abs(second["im1"] - first["im1"]) > 0.01
     cached = sorted(p.name for p in (hf_home / "srx" / "eval").glob("bicubic-*/im*.png"))
     assert len(cached) == 2 and cached[0].startswith("im0.") and cached[1].startswith("im1.")  # no stale copy
+
+
+# ----------------------------------------------------------------------------- --json, write errors
+
+
+def test_json_prints_one_document_on_stdout_and_the_table_on_stderr(hf_home, tmp_path):
+    data = make_set(tmp_path / "set", ["im0", "im1"], ["im0", "im1"])
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "psnr", "--json",
+                            "--json-file", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)  # stdout is the document alone
+    assert [i["image"] for i in doc["systems"][0]["per_image"]] == ["im0", "im1"] and doc["write_errors"] == []
+    assert json.loads((tmp_path / "r.json").read_text()) == doc
+    assert "psnr" in r.stderr  # the table
+
+
+def test_usage_errors_under_json_print_an_error_document(hf_home, tmp_path):
+    data = make_set(tmp_path / "set", ["im0", "im1"], ["im1", "im2"])
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "psnr", "--json"])
+    assert r.exit_code == 2 and "no HR image of the same name for im0.png" in json.loads(r.stdout)["error"]
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data / "LR"), "--metrics", "sharpness", "--json"])
+    assert r.exit_code == 2 and json.loads(r.stdout)["error"].startswith("unknown metric(s) sharpness")
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data / "LR"), "--limit", "0", "--json"])
+    assert r.exit_code == 2 and json.loads(r.stdout) == {"error": "--limit must be positive"}
+
+
+def test_unwritable_reports_are_one_line_each_and_the_rest_is_written(hf_home, tmp_path):
+    data = make_set(tmp_path / "set", ["im0", "im1"], ["im0", "im1"])
+    blocker = tmp_path / "out[bold]"  # a file where a folder is needed; its name holds markup-like text
+    blocker.write_text("not a folder")
+    (tmp_path / "csv_dir").mkdir()
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "psnr", "--json",
+                            "--save-images", str(blocker), "--sheet", str(blocker / "sheet.png"),
+                            "--csv", str(tmp_path / "csv_dir"), "--json-file", str(blocker / "r.json"),
+                            "--sheet-images", "1"])
+    assert r.exit_code == 1, r.output
+    doc = json.loads(r.stdout)  # still printed, with every failed write
+    failed = [str(blocker / "im0.png"), str(blocker / "im1.png"), str(blocker / "sheet.png"),
+              str(tmp_path / "csv_dir"), str(blocker / "r.json")]
+    assert sorted(e.split(": cannot write")[0] for e in doc["write_errors"]) == sorted(failed)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert sorted(e.removeprefix("error: ").split(": cannot write")[0] for e in errors) == sorted(failed)
+    assert doc["systems"][0]["images_scored"] == 2 and "Traceback" not in r.output

@@ -169,12 +169,14 @@ def test_upscale_sinsr_end_to_end(sinsr_cached, tmp_path):
     out = Image.open(out_dir / "in_srx.png")
     assert out.size == (120, 80)
 
-    # the command's result = the student formula on the whole image with eps ~ N(0, 1) from seed 0
+    # the command's result = the student formula on the whole image, padded as the authors' sampler does:
+    # LR reflect-padded to the network's multiple (8 here), eps ~ N(0, 1) from seed 0 drawn over the padded
+    # size (their randn_like of the padded latent: fresh noise in the padding, not a mirror of the image's)
     model = load_model("sinsr", device="cpu")
     lr = pil_to_tensor(Image.open(img))
-    eps = torch.randn(lr.shape, generator=torch.Generator().manual_seed(0))
-    padded = F.pad(torch.cat([lr * 2 - 1, eps], 1), (0, 2, 0, 4), mode="reflect")  # to multiples of 8
-    ref = independent_one_step(model.net.unet, model.net.vq, padded[:, :3], padded[:, 3:])[:, :, :80, :120]
+    padded = F.pad(lr * 2 - 1, (0, 2, 0, 4), mode="reflect")  # 20x30 -> 24x32
+    eps = torch.randn((1, 3, 24, 32), generator=torch.Generator().manual_seed(0))
+    ref = independent_one_step(model.net.unet, model.net.vq, padded, eps)[:, :, :80, :120]
     got = torch.from_numpy(np.asarray(out, dtype=np.float32) / 255).permute(2, 0, 1)[None]
     assert (got - (ref + 1) / 2).abs().max() <= 1 / 255 + 1e-4
 
@@ -278,7 +280,7 @@ def test_evaluate_sinsr_end_to_end(sinsr_cached, tmp_path):
 
     data = make_pairs(tmp_path / "set", n=2, hr_size=(64, 48))
     r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "sinsr", "--metrics", "psnr,ssim",
-                            "--baseline", "bicubic", "--save-images", str(tmp_path / "sr"), "--json", str(tmp_path / "r.json")])
+                            "--baseline", "bicubic", "--save-images", str(tmp_path / "sr"), "--json-file", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "r.json").read_text())
     model = doc["systems"][0]

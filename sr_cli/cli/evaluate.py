@@ -8,8 +8,23 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt,
-                     SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console, fail, out_console,
-                     report_errors)
+                     PromptExtractorOpt, SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console,
+                     out_console, report_errors)
+
+
+def _error(text: str) -> None:
+    """One ``error:`` line on stderr; the text is printed as it is (file names may hold ``[...]``)."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "red"), f" {text}"), soft_wrap=True, highlight=False)
+
+
+def _emit_json(doc: dict) -> None:
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    sys.stdout.flush()
 
 
 def _infer_scale(eval_set) -> float | None:
@@ -53,15 +68,19 @@ def evaluate(
     prompt: PromptOpt = None,
     seed: SeedOpt = None,
     sampler: SamplerOpt = None,
+    prompt_extractor: PromptExtractorOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     compile_unet: CompileOpt = False,
     save_dir: Annotated[Optional[Path], typer.Option(
         "--save-images", help="Copy the SR outputs into this folder.")] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON report on stdout (per-image and mean values, the papers' numbers); "
+                       "the table then goes to stderr.")] = False,
     json_path: Annotated[Optional[Path], typer.Option(
-        "--json", help="Write per-image and mean values (and the papers' numbers) as JSON.")] = None,
+        "--json-file", help="Write the JSON report to this file.")] = None,
     csv_path: Annotated[Optional[Path], typer.Option(
-        "--csv", help="Write per-image and mean values as CSV.")] = None,
+        "--csv", help="Write per-image and mean values as CSV to this file.")] = None,
     sheet: Annotated[Optional[Path], typer.Option(
         "--sheet", help="Write a comparison sheet PNG (LR | bicubic | SR | HR centre crops).")] = None,
     sheet_images: Annotated[int, typer.Option("--sheet-images", help="Rows on the comparison sheet.")] = 4,
@@ -70,29 +89,47 @@ def evaluate(
 ) -> None:
     """Evaluate a model on a benchmark with the papers' protocol (pyiqa metrics, PSNR/SSIM on Y of YCbCr).
 
-    SR outputs are cached per (model, dataset, settings): running again with other metrics does not
-    run the model again. Exit codes: 0 every image and metric computed, 1 some image or metric
-    failed (the rest is reported), 2 usage error.
+    SR outputs are cached per (model, dataset, settings, LR image content): running again with other
+    metrics does not run the model again. Exit codes: 0 every image and metric computed and every
+    report written, 1 some image, metric or report failed (the rest is reported), 2 usage error.
+    With --json, stdout holds only the JSON document (also {"error": ...} for a usage error).
     """
+    from ..errors import SrxError
+
+    try:
+        _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, metrics, limit, tile, overlap,
+                  tile_batch, color_fix, prompt, seed, sampler, device, dtype, compile_unet, save_dir, json_out,
+                  json_path, csv_path, sheet, sheet_images, recompute, prompt_extractor)
+    except SrxError as e:
+        if json_out:
+            _emit_json({"error": str(e)})
+        raise
+
+
+def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, metrics, limit, tile, overlap,
+              tile_batch, color_fix, prompt, seed, sampler, device, dtype, compile_unet, save_dir, json_out,
+              json_path, csv_path, sheet, sheet_images, recompute, prompt_extractor=None) -> None:
+    import json
     import shutil
 
     from ..engine.devices import resolve_device
     from ..engine.pipeline import UpscaleOptions
+    from ..errors import SrxError, UsageError
     from ..evaluate.datasets import resolve_dataset
     from ..evaluate.metrics import MetricSuite, parse_metric_list
-    from ..evaluate.report import report_csv, report_json, summary_table, write_json, write_text
+    from ..evaluate.report import report_csv, report_json, summary_table, write_text
     from ..evaluate.runner import BASELINES, BicubicBaseline, FolderSystem, ModelSystem, comparison_sheet, save_images
 
     if limit is not None and limit < 1:
-        fail("--limit must be positive")
+        raise UsageError("--limit must be positive")
     if baseline is not None and baseline not in BASELINES:
-        fail(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
+        raise UsageError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
     if sheet_images < 1:
-        fail("--sheet-images must be positive")
+        raise UsageError("--sheet-images must be positive")
     label = model  # with --outputs: whose results these are (for the papers' column)
     model = model or "lite"
     if dataset_dir is not None and Path(dataset).expanduser().is_dir():
-        fail("--dataset-dir locates a named benchmark; --dataset is already a folder")
+        raise UsageError("--dataset-dir locates a named benchmark; --dataset is already a folder")
     eval_set = resolve_dataset(dataset, dataset_dir).limited(limit)
     for note in eval_set.notes:
         err_console.print(f"note: {note}", soft_wrap=True, markup=False)
@@ -103,11 +140,11 @@ def evaluate(
     named = dataset_registry().get(eval_set.name) if dataset in dataset_registry() else None
     scale = float(named.scale) if named else _infer_scale(eval_set)
     options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
-                             prompt=prompt, seed=seed, sampler=sampler)
+                             prompt=prompt, seed=seed, sampler=sampler, prompt_extractor=prompt_extractor)
     systems = []
     if outputs is not None:
         if weights or base:
-            fail("--outputs scores existing images: it excludes --weights/--base")
+            raise UsageError("--outputs scores existing images: it excludes --weights/--base")
         systems.append(FolderSystem(outputs, label))
         if baseline == "bicubic":
             systems.append(BicubicBaseline(scale or 4.0))
@@ -123,7 +160,7 @@ def evaluate(
 
     suite = MetricSuite(metric_defs, resolve_device(device))
     for message in suite.unavailable.values():
-        err_console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+        _error(message)
 
     results = []
     for system in systems:
@@ -133,21 +170,38 @@ def evaluate(
             shutil.rmtree(cache_dir_for(system, eval_set, scale), ignore_errors=True)
         result = _run_with_progress(system, eval_set, suite, scale)
         for img in result.failed:
-            err_console.print(f"[red]error:[/red] {img.error}", soft_wrap=True, highlight=False)
+            _error(img.error)
         results.append(result)
 
     names = [m.name for m in metric_defs]
-    out_console.print(summary_table(results, names, eval_set.paper_name, suite.unavailable))
-    if json_path:
-        write_json(json_path, report_json(results, eval_set.paper_name, suite.unavailable))
+    # With --json, stdout holds the document alone: the table goes to stderr.
+    (err_console if json_out else out_console).print(
+        summary_table(results, names, eval_set.paper_name, suite.unavailable))
+    write_errors: list[str] = []
+
+    def report_write(what) -> None:
+        try:
+            what()
+        except SrxError as e:  # one line; the other reports are still written
+            write_errors.append(str(e))
+            _error(str(e))
+
     if csv_path:
-        write_text(csv_path, report_csv(results, names))
+        report_write(lambda: write_text(csv_path, report_csv(results, names)))
     if save_dir:
-        n = save_images(results[0], eval_set, save_dir)
-        err_console.print(f"saved {n} SR images to {save_dir}", markup=False)
+        count, errors = save_images(results[0], eval_set, save_dir)
+        for message in errors:
+            write_errors.append(message)
+            _error(message)
+        err_console.print(f"saved {count} SR images to {save_dir}", markup=False, soft_wrap=True)
     if sheet:
-        comparison_sheet(eval_set, {r.system: r for r in results}, sheet, count=sheet_images)
-    if suite.unavailable or any(r.failed for r in results):
+        report_write(lambda: comparison_sheet(eval_set, {r.system: r for r in results}, sheet, count=sheet_images))
+    doc = report_json(results, eval_set.paper_name, suite.unavailable)
+    if json_path:
+        report_write(lambda: write_text(json_path, json.dumps({**doc, "write_errors": write_errors}, indent=2) + "\n"))
+    if json_out:
+        _emit_json({**doc, "write_errors": write_errors})
+    if suite.unavailable or write_errors or any(r.failed for r in results):
         raise typer.Exit(1)
 
 

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from ..engine.pipeline import UpscaleOptions, tensor_to_pil
-from ..engine.resize import output_size, pil_resize
+from ..engine.resize import output_size, pil_resize, to_unit_float
 from ..errors import SrxError, UsageError
 from ..imageio import encode_image, read_image, write_atomic
 from .datasets import IMAGE_SUFFIXES, EvalSet, Sample
@@ -111,7 +111,7 @@ class BicubicBaseline(System):
 
     def upscale(self, lr: torch.Tensor, on_tile=None) -> torch.Tensor:
         h, w = output_size(lr.shape[-2], lr.shape[-1], self.scale)
-        return pil_resize(lr.clamp(0, 1), h, w)
+        return pil_resize(to_unit_float(lr).clamp(0, 1), h, w)
 
 
 class ModelSystem(System):
@@ -135,11 +135,16 @@ class ModelSystem(System):
         spec = self.spec.to_dict()
         opts = replace(self.options, tile_batch=None)  # batching does not change results
         fp = {"system": "model", "spec": spec, "weights_file": _file_identity(self.spec),
-              "options": opts.__dict__, "device": dev.type, "dtype": str(resolve_dtype(self.dtype, dev))}
+              "options": opts.__dict__, "device": dev.type, "dtype": str(resolve_dtype(self.dtype, dev)),
+              "input": "8-bit images through PIL's 8-bit bicubic"}
         if self.spec.autoencoder is not None:  # ResShift family: the VQ autoencoder is a second file
             from ..hub import autoencoder_spec
 
             fp["autoencoder_file"] = _file_identity(autoencoder_spec(self.spec))
+        if self.options.prompt_extractor == "dape":  # OSEDiff: the tags, hence the outputs, follow RAM/DAPE's files
+            from ..engine.dape import tagger_file_spec
+
+            fp["tagger_files"] = [_file_identity(tagger_file_spec(self.spec, w)) for w in ("ram", "dape")]
         return fp
 
     @property
@@ -148,7 +153,8 @@ class ModelSystem(System):
             from ..loading import load_model
 
             self._model = load_model(self.name, base=self.base, weights=self.weights, device=self.device,
-                                     dtype=self.dtype, compile_unet=self.compile_unet)
+                                     dtype=self.dtype, compile_unet=self.compile_unet,
+                                     prompt_extractor=self.options.prompt_extractor)
         return self._model
 
     def upscale(self, lr: torch.Tensor, on_tile=None) -> torch.Tensor:
@@ -249,7 +255,7 @@ def produce_outputs(system: System, eval_set: EvalSet, sr_dir: Path,
             dest = cached_output(sr_dir, sample, lr_digest(sample.lr))
             outputs[sample.name] = dest
             if not dest.is_file():
-                lr = read_image(sample.lr).color
+                lr = read_image(sample.lr).model_input  # 8-bit images as uint8: the models' 8-bit input path
                 sr = system.upscale(lr)
                 write_atomic(dest, encode_image(sr, None, "PNG"), overwrite=True)
                 runs += 1
@@ -327,15 +333,22 @@ def evaluate_system(system: System, eval_set: EvalSet, suite: MetricSuite, scale
                         {k: v for k, v in set_values.items() if math.isfinite(v)}, runs, sr_files)
 
 
-def save_images(result: SystemResult, eval_set: EvalSet, folder: Path) -> int:
-    """Copy the SR outputs from the cache to ``folder`` (each file complete or absent)."""
-    count = 0
+def save_images(result: SystemResult, eval_set: EvalSet, folder: Path) -> tuple[int, list[str]]:
+    """Copy the SR outputs from the cache to ``folder/<name>.png`` (each file complete or absent).
+
+    Returns (files written, one error line per file that could not be written); a failure does not
+    stop the others.
+    """
+    count, errors = 0, []
     for sample in eval_set.samples:
         src = result.sr_file(sample.name)
         if src is not None:
-            write_atomic(folder / f"{sample.name}{src.suffix}", src.read_bytes(), overwrite=True)
-            count += 1
-    return count
+            try:
+                write_atomic(folder / f"{sample.name}{src.suffix}", src.read_bytes(), overwrite=True)
+                count += 1
+            except SrxError as e:
+                errors.append(str(e))
+    return count, errors
 
 
 def comparison_sheet(eval_set: EvalSet, results: dict[str, SystemResult], dest: Path, count: int = 4,
