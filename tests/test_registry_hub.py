@@ -54,8 +54,12 @@ def _url_spec(sha=None):
 
 
 def test_offline_missing_weights_is_clear(hf_home):
-    with pytest.raises(WeightsMissingError, match="srx models download m"):
+    with pytest.raises(WeightsMissingError, match="not in the srx cache") as e:
         hub.resolve_weights(_url_spec())
+    assert "srx models" not in str(e.value)  # "m" is no registry model: no command would fetch it
+    with pytest.raises(WeightsMissingError, match=r"run `srx models download sinsr` \(with network access\) or "
+                                                  r"`srx models import sinsr SinSR_v1.pth`"):
+        hub.resolve_weights(get_spec("sinsr"))
 
 
 def test_sha256_recorded_then_verified(hf_home, osediff_pkl):
@@ -93,8 +97,11 @@ def test_import_weights_records_hash(hf_home, hero_pkl):
 def test_base_model_offline_missing(hf_home):
     from sr_cli.registry import BaseModel
 
-    with pytest.raises(WeightsMissingError, match="srx models download x"):
+    with pytest.raises(WeightsMissingError, match="run srx once with network access, or point --base at") as e:
         hub.resolve_base(BaseModel(repo="nobody/nothing"), "x")
+    assert "srx models download" not in str(e.value)  # "x" is no registry model
+    with pytest.raises(WeightsMissingError, match="run `srx models download osediff` with network access"):
+        hub.resolve_base(get_spec("osediff").base, "osediff")
 
 
 def test_base_model_found_in_hf_cache(hf_home):
