@@ -1,6 +1,7 @@
 """``SRModel``: the one object every command runs (upscale, evaluate, validation in train/distill).
 
-Steps for one image (DESIGN 2a and 5): check inputs -> upsample with PIL bicubic to the output size ->
+Steps for one image (DESIGN 2a and 5): check inputs -> upsample with PIL bicubic to the output size (8-bit
+images, given as uint8 tensors, through PIL's own 8-bit resize as the authors' scripts; 16-bit in float) ->
 per-image conditions (text embedding, timestep: fixed or DTSM) -> tiles stream through the one-step
 network and are blended -> NaN check -> color fix on the whole image.
 """
@@ -17,9 +18,9 @@ from PIL import Image
 from ..errors import NumericalError, UsageError
 from ..registry import COLOR_FIXES, SAMPLERS, ModelSpec
 from .color import apply_color_fix
-from .resize import output_size, pil_resize
-from .sd_onestep import OneStepSD
-from .tiling import run_tiled
+from .resize import output_size, pil_resize, to_unit_float, upsample_input
+from .sd_onestep import OneStepSD, pad_to_multiple
+from .tiling import plan_tiles, run_tiled
 
 
 @dataclass(frozen=True)
@@ -99,22 +100,30 @@ class SRModel:
     @torch.inference_mode()
     def upscale_tensor(self, lr: torch.Tensor, options: UpscaleOptions | None = None,
                        on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """Super-resolve ``lr`` ``(1, 3, h, w)`` in [0, 1]; returns ``(1, 3, round(h*s), round(w*s))`` in [0, 1] on the CPU."""
+        """Super-resolve ``lr`` ``(1, 3, h, w)``; returns ``(1, 3, round(h*s), round(w*s))`` in [0, 1] on the CPU.
+
+        ``lr`` is an 8-bit image as a uint8 tensor (0..255: upsampled exactly as the authors' scripts do, by PIL's
+        8-bit bicubic) or a float tensor in [0, 1] (16-bit images: upsampled in float, no 8-bit rounding).
+        """
         opts = (options or UpscaleOptions()).resolved(self.spec)
         if lr.dim() != 4 or lr.shape[:2] != (1, 3):
             raise UsageError(f"expected an RGB image tensor (1, 3, H, W), got {tuple(lr.shape)}")
+        if lr.dtype != torch.uint8 and not lr.is_floating_point():
+            raise UsageError(f"expected a uint8 (8-bit) or float image tensor, got {lr.dtype}")
         height, width = output_size(lr.shape[-2], lr.shape[-1], opts.scale)
         # The model runs at its native scale; other factors resize its result (Lanczos) afterwards.
         native_h, native_w = output_size(lr.shape[-2], lr.shape[-1], self.native_scale)
         if getattr(self.net, "works_on_lr", False):
-            out = self._upscale_in_lr_space(lr, opts, on_tile)
+            # The ResShift family's scripts read 8-bit images as float (value / 255) and upsample in torch.
+            out = self._upscale_in_lr_space(to_unit_float(lr.cpu()), opts, on_tile)
             if (native_h, native_w) != (height, width):
                 out = pil_resize(out, height, width, Image.Resampling.LANCZOS)
             return out
         if opts.sampler != "one-step":
             raise UsageError(f"--sampler {opts.sampler}: {self.name} is a one-step model (only the ResShift family "
                              f"has multi-step samplers)")
-        reference = pil_resize(lr.clamp(0, 1), native_h, native_w)  # [0, 1], CPU: the color-fix reference
+        # [0, 1], CPU: the network's input and the color-fix reference (the authors' color fix takes the same image).
+        reference = upsample_input(lr.cpu(), native_h, native_w)
 
         # The DTSM looks at the whole upsampled image in [-1, 1] (resized small on the host before it goes to
         # the device); a fixed timestep needs none of it.
@@ -144,20 +153,34 @@ class SRModel:
     def _upscale_in_lr_space(self, lr: torch.Tensor, opts: UpscaleOptions, on_tile) -> torch.Tensor:
         """The ResShift family: tiles are cut from the LR image (the network conditions on it) and the
         prior noise is drawn once per image at LR resolution (seeded; seed 0 by default), so overlapping
-        tiles start from the same x_T."""
+        tiles start from the same x_T.
+
+        As the authors' scripts: an image that fits in one tile (by default 512 LR pixels, their chop size) is
+        padded to the network's multiple first (reflect) and its noise drawn over the padded size, as their
+        ``randn_like`` of the padded latent (the same numbers for the same seed on the CPU); tiles that need
+        padding get fresh noise there too (``ResShiftSR.sample``), never a mirror of the image's noise.
+        """
         sf = int(self.native_scale)
         seed = 0 if opts.seed is None else opts.seed
-        eps = torch.randn(lr.shape, generator=torch.Generator().manual_seed(seed))
+        noise_gen = torch.Generator().manual_seed(seed)
         chain_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         lr = lr.clamp(0, 1)
+        height, width = lr.shape[-2:]
+        tile, overlap = opts.tile // sf, opts.overlap // sf
+        if len(plan_tiles(height, width, tile, overlap)) == 1:
+            lr = pad_to_multiple(lr, self.net.multiple)
+            tile = 0
+        eps = torch.randn(lr.shape, generator=noise_gen)
 
         def tile_fn(crops: torch.Tensor) -> torch.Tensor:
             x = crops.to(self.device, non_blocking=True)
             x = torch.cat([x[:, :3] * 2 - 1, x[:, 3:]], dim=1)
             return self.net(x, opts.sampler, chain_gen).add_(1).mul_(0.5).cpu()  # a new tensor: in place
 
-        out = run_tiled(torch.cat([lr, eps], dim=1), tile_fn, tile=opts.tile // sf, overlap=opts.overlap // sf,
+        out = run_tiled(torch.cat([lr, eps], dim=1), tile_fn, tile=tile, overlap=overlap,
                         batch=opts.tile_batch, out_channels=3, on_tile=on_tile, scale=sf)
+        out = out[:, :, : height * sf, : width * sf]
+        lr = lr[:, :, :height, :width]
         self._check_finite(out)
         out.clamp_(0, 1)
         if opts.color_fix != "none":
@@ -181,8 +204,13 @@ class SRModel:
         """Super-resolve an 8-bit PIL image (converted to RGB); keyword arguments are UpscaleOptions fields."""
         if kwargs:
             options = replace(options or UpscaleOptions(), **kwargs)
-        x = pil_to_tensor(image.convert("RGB"))
+        x = pil_to_uint8(image.convert("RGB"))  # the 8-bit path
         return tensor_to_pil(self.upscale_tensor(x, options))
+
+
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as the engine's 8-bit input: ``(1, 3, H, W)`` uint8."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].contiguous()
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""Resizing as the published pipelines do it: PIL's bicubic (a = -0.5), here in float precision."""
+"""Resizing as the published pipelines do it: PIL's bicubic (a = -0.5).
+
+Two paths: ``bicubic_8bit`` is PIL's own 8-bit resize (what the authors' scripts feed their networks for
+8-bit images); ``pil_resize`` is the same filter in float precision (16-bit inputs, alpha, outputs).
+"""
 
 from __future__ import annotations
 
@@ -43,6 +47,83 @@ def pil_resize(x: torch.Tensor, height: int, width: int, resample=Image.Resampli
         for c in range(arr.shape[0]):
             one_channel(c)
     return torch.from_numpy(out)[None]
+
+
+def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """A uint8 image tensor as float32 in [0, 1] the way ``torchvision.transforms.ToTensor`` does it
+    (``value / 255`` in float32, correctly rounded); float tensors are returned as they are."""
+    return x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x
+
+
+# ----------------------------------------------------------------------------- the 8-bit path: PIL itself
+# The authors resize the 8-bit PIL image (``Image.resize(..., Image.BICUBIC)``), whose result is 8-bit: Pillow's
+# fixed-point resampler rounds after each of its two passes (horizontal, then vertical when enlarging). That
+# arithmetic is only reproduced exactly by Pillow, so Pillow computes it here, split so that both cores work:
+# the horizontal pass on bands of source rows (each row is independent), then the vertical pass on bands of
+# output rows, each a ``resize`` of the intermediate with a ``box`` of whole rows. Pillow places output row
+# ``o`` of a band at ``box_top + (o + 0.5) / f``: with ``1 / f`` exact in binary (power-of-two factors) that is
+# the same number as in the whole image, so the bytes are the same; other factors, and images that shrink
+# vertically (Pillow may then run the vertical pass first), are resized in one piece. Pillow releases the GIL
+# while resampling; the conversion to float runs in the same threads.
+
+_BAND_PIXELS = 1 << 20  # output pixels per band: a few MB of 8-bit temporaries at a time
+_CHANNELS = (1, 3)  # PIL modes L and RGB
+
+
+def bicubic_8bit(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(1, C, H, W)`` uint8 (C = 1 or 3) -> ``(1, C, height, width)`` float32 in [0, 1], bit for bit
+    ``ToTensor()(Image.fromarray(image).resize((width, height), Image.BICUBIC))``."""
+    if image.dtype != torch.uint8 or image.dim() != 4 or image.shape[0] != 1 or image.shape[1] not in _CHANNELS:
+        raise ValueError(f"bicubic_8bit expects a (1, 1 or 3, H, W) uint8 tensor, got {tuple(image.shape)} "
+                         f"{image.dtype}")
+    c, in_h, in_w = image.shape[1:]
+    hwc = image[0].permute(1, 2, 0).contiguous().numpy()
+    pil = Image.fromarray(hwc[:, :, 0] if c == 1 else hwc)  # L or RGB
+    out = torch.empty((1, c, height, width), dtype=torch.float32)
+    planes = out[0].numpy()  # (C, height, width), shares memory with ``out``
+    workers = max(1, torch.get_num_threads())
+
+    def to_float(part: Image.Image, rows: slice) -> None:
+        arr = np.asarray(part)
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        np.divide(arr, np.float32(255), out=planes[:, rows], dtype=np.float32)  # as ToTensor: k / 255 in float32
+
+    factor = height // in_h if height % in_h == 0 else 0
+    if workers == 1 or factor == 0 or factor & (factor - 1) or height * width < _BAND_PIXELS:
+        to_float(pil.resize((width, height), Image.Resampling.BICUBIC), slice(0, height))
+        return out
+
+    def bands(rows: int, per_band: int) -> list[tuple[int, int]]:
+        return [(top, min(rows, top + per_band)) for top in range(0, rows, per_band)]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        wide = pil
+        if width != in_w:
+            inter = np.empty((in_h, width) + (() if c == 1 else (c,)), dtype=np.uint8)
+
+            def horizontal(band: tuple[int, int]) -> None:
+                top, bottom = band
+                crop = pil.crop((0, top, in_w, bottom))
+                inter[top:bottom] = np.asarray(crop.resize((width, bottom - top), Image.Resampling.BICUBIC))
+
+            list(pool.map(horizontal, bands(in_h, max(1, -(-in_h // workers)))))
+            wide = Image.fromarray(inter)
+
+        def vertical(band: tuple[int, int]) -> None:
+            top, bottom = band
+            part = wide.resize((width, (bottom - top) * factor), Image.Resampling.BICUBIC, box=(0, top, width, bottom))
+            to_float(part, slice(top * factor, bottom * factor))
+
+        list(pool.map(vertical, bands(in_h, max(1, _BAND_PIXELS // (width * factor)))))
+    return out
+
+
+def upsample_input(lr: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The models' input upsampling: 8-bit images (uint8 tensors) through PIL's 8-bit bicubic, as the authors'
+    scripts do; float images (16-bit inputs) with the same filter in float precision, without 8-bit rounding."""
+    if lr.dtype == torch.uint8:
+        return bicubic_8bit(lr, height, width)
+    return pil_resize(lr.clamp(0, 1), height, width)
 
 
 def output_size(height: int, width: int, scale: float) -> tuple[int, int]:

@@ -16,7 +16,8 @@ Samplers (``ResShiftSR.sample``):
   ``mean_t = (eta_{t-1}/eta_t) x_t + (alpha_t/eta_t) x0_hat``, ``alpha_t = eta_t - eta_{t-1}``.
 
 Everything runs in LR space: the network sees the LR image at latent resolution, so tiles are cut from
-the LR image and their x4 results blended (``SRModel``). Sides are reflect-padded to a multiple of 64.
+the LR image and their x4 results blended (``SRModel``). Sides are reflect-padded to a multiple of 64 (the
+prior noise of the padding is drawn fresh, as the authors' ``randn_like`` of the padded latent).
 """
 
 from __future__ import annotations
@@ -202,8 +203,14 @@ class ResShiftSR(nn.Module):
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
         h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.multiple)
-        lr, eps = x[:, :3].float(), x[:, 3:6].float()
+        lr, eps = pad_to_multiple(x[:, :3].float(), self.multiple), x[:, 3:6].float()
+        if eps.shape[-2:] != lr.shape[-2:]:
+            # As the authors' prior (``randn_like`` of the padded latent): fresh noise where the tile is padded.
+            fresh = torch.randn(eps.shape[:2] + lr.shape[-2:], generator=generator,
+                                device=generator.device if generator is not None else eps.device)
+            fresh = fresh.to(eps.device)
+            fresh[:, :, :h, :w] = eps
+            eps = fresh
         y = self.encode_y(lr)
         z0 = self.run_chain(y, lr.to(self.dtype), self.prior(y, eps), sampler, generator)
         sf = self.schedule.sf
