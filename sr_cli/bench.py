@@ -208,7 +208,7 @@ def photo_crop(image: Path, dest: Path, size: int) -> Path:
 def run_once(model, src: Path, dest: Path, options) -> dict:
     """One user-visible upscale (read -> engine -> write) with stage times."""
     from .engine.color import apply_color_fix
-    from .engine.resize import output_size, pil_resize
+    from .engine.resize import output_size, upsample_input
     from .imageio import encode_image, read_image, write_atomic
 
     opts = options.resolved(model.spec)
@@ -221,7 +221,7 @@ def run_once(model, src: Path, dest: Path, options) -> dict:
         t0 = time.perf_counter()
         image = read_image(src)
         t1 = time.perf_counter()
-        sr = model.upscale_tensor(image.color, opts, on_tile=lambda done, total: tiles.__setitem__(0, total))
+        sr = model.upscale_tensor(image.model_input, opts, on_tile=lambda done, total: tiles.__setitem__(0, total))
         t2 = time.perf_counter()
         write_atomic(dest, encode_image(sr, None, "PNG"), overwrite=True)
         t3 = time.perf_counter()
@@ -230,7 +230,7 @@ def run_once(model, src: Path, dest: Path, options) -> dict:
     # Stages inside upscale_tensor that are not model forwards, timed on their own with the same functions.
     h, w = output_size(image.color.shape[-2], image.color.shape[-1], model.native_scale)
     t = time.perf_counter()
-    reference = pil_resize(image.color, h, w)
+    reference = upsample_input(image.model_input, h, w)  # the 8-bit path for 8-bit images, as upscale_tensor
     upsample = time.perf_counter() - t
     t = time.perf_counter()
     apply_color_fix(opts.color_fix, sr, reference)

@@ -58,6 +58,15 @@ class DecodedImage:
     def size(self) -> tuple[int, int]:
         return self.color.shape[-1], self.color.shape[-2]
 
+    @property
+    def model_input(self) -> torch.Tensor:
+        """The color as the engine takes it: an 8-bit image as its uint8 values (the engine then upsamples it
+        with PIL's 8-bit bicubic, as the authors' scripts), a 16-bit image as float in [0, 1]. ``color`` holds
+        ``value / 255`` in float32 for 8-bit images, from which the values come back exactly."""
+        if self.bit_depth == 8:
+            return self.color.mul(255).round_().to(torch.uint8)
+        return self.color
+
 
 # ----------------------------------------------------------------------------- reading
 

@@ -308,7 +308,7 @@ def convert_one(sr, job, options, quality: int, max_pixels: int, overwrite: bool
     job.notes += image.notes
     out_fmt = output_format(job.dest, "same")  # the planned extension decides
     job.notes += check_output_format(out_fmt, image.alpha is not None, image.bit_depth)
-    color = sr.upscale_tensor(image.color, options, on_tile=on_tile)
+    color = sr.upscale_tensor(image.model_input, options, on_tile=on_tile)  # 8-bit: uint8, the authors' path
     alpha = None
     if image.alpha is not None:
         alpha = pil_resize(image.alpha, color.shape[-2], color.shape[-1], Image.Resampling.BICUBIC)
