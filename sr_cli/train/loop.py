@@ -24,6 +24,7 @@ import torch
 
 from ..checkpoints import safe_torch_load, write_model_dir
 from ..errors import UsageError
+from ..fsio import atomic_write, write_text
 from .config import TrainConfig
 from .data import CropDataset, StepBatchSampler, step_generator
 from .methods import OneStepMethod, aux_module, build_method
@@ -91,13 +92,14 @@ def save_checkpoint(output: Path, step: int, method, gen_opt, aux_opt, cfg: Trai
 
     folder = output / CHECKPOINTS / f"step-{step:06d}"
     tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file(trainable_state(method), str(tmp / "trainable.safetensors"))
-    torch.save(gen_opt.state_dict(), tmp / "optimizer-gen.pt")
+    # Each file through srx's atomic writer (on disk before the folder is renamed, with the umask's mode).
+    state = trainable_state(method)
+    atomic_write(tmp / "trainable.safetensors", writer=lambda path: save_file(state, str(path)))
+    atomic_write(tmp / "optimizer-gen.pt", writer=lambda path: torch.save(gen_opt.state_dict(), path))
     if aux_opt is not None:
-        torch.save(aux_opt.state_dict(), tmp / "optimizer-aux.pt")
-    (tmp / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    (tmp / "state.json").write_text(json.dumps({"step": step}))  # written last: marks the checkpoint complete
+        atomic_write(tmp / "optimizer-aux.pt", writer=lambda path: torch.save(aux_opt.state_dict(), path))
+    write_text(tmp / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
+    write_text(tmp / "state.json", json.dumps({"step": step}))  # written last: marks the checkpoint complete
     if folder.exists():
         import shutil
 
@@ -193,7 +195,7 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
     output = Path(cfg.output)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        (output / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_text(output / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
     base_dir = resolve_base_dir(cfg)
     dataset = CropDataset(cfg.data, cfg.resolution, cfg.scale)
     torch.manual_seed(cfg.seed)  # LoRA/DTSM/discriminator init: the same in every process and every run
