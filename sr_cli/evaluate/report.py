@@ -53,7 +53,13 @@ def summary_table(results: list[SystemResult], metrics: list[str], paper_dataset
     main = results[0]
     method, paper, source = paper_values(main.system, paper_dataset)
     title = f"{main.dataset}: {len([r for r in main.images if not r.error])} images"
-    table = Table(title=title, caption=f"paper: {method} ({source})" if paper else None)
+    if paper:
+        caption = f"paper: {method} ({source})"
+    elif paper_dataset:  # a benchmark of the papers, but no published numbers of this system are recorded
+        caption = f"no paper numbers recorded for {Path(main.system).name} on {paper_dataset}"
+    else:
+        caption = None
+    table = Table(title=title, caption=caption)
     table.add_column("metric")
     for r in results:
         table.add_column(Path(r.system).name, justify="right")
