@@ -145,3 +145,25 @@ def test_locked_waits_for_the_holder(tmp_path):
     assert waiter.communicate(timeout=60)[0].strip() == "got it"
     with locked(lock):  # reusable afterwards
         pass
+
+
+def test_downloaded_dataset_folder_follows_the_umask(hf_home, tmp_path):
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from sr_cli.evaluate.datasets import resolve_dataset
+
+    snapshot = hf_home / "hub" / "datasets--Iceclear--StableSR-TestSets" / "snapshots" / ("c" * 40)
+    snapshot.mkdir(parents=True)
+    with zipfile.ZipFile(snapshot / "StableSR_testsets.zip", "w") as zf:
+        for sub, size in (("lq", 8), ("gt", 32)):
+            buf = io.BytesIO()
+            Image.new("RGB", (size, size), "gray").save(buf, "PNG")
+            zf.writestr(f"StableSR_testsets/DIV2K_V2_val/{sub}/img0.png", buf.getvalue())
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("c" * 40)
+    with _umask(0o022):
+        root = resolve_dataset("div2k-val").root
+    assert _mode(root) == 0o755 and _mode(root / ".srx-complete.json") == 0o644  # not mkdtemp's 0700

@@ -250,6 +250,17 @@ def fetch_dataset(spec: DatasetSpec, download: bool = True) -> Path:
     root = datasets_root() / spec.name
     if _complete_marker(root).is_file():
         return root
+    from ..fsio import lock_path_for, locked
+
+    with locked(lock_path_for(root), best_effort=True):  # parallel runs download it once; the others wait
+        if _complete_marker(root).is_file():
+            return root
+        return _download_dataset(spec, root, download)
+
+
+def _download_dataset(spec: DatasetSpec, root: Path, download: bool) -> Path:
+    from ..fsio import current_umask, write_text
+
     src = spec.source
     if src.kind == "manual":
         raise DatasetMissingError(f"dataset {spec.name!r} is not downloaded by srx: {src.instructions}")
@@ -259,6 +270,7 @@ def fetch_dataset(spec: DatasetSpec, download: bool = True) -> Path:
     if src.kind == "github" and not allow_network:
         raise _offline_error(spec, root)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=_mkdir(root.parent)))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would become the dataset folder's mode
     try:
         if src.kind == "github":
             files = _download_github_folder(src, staging)
@@ -275,7 +287,7 @@ def fetch_dataset(spec: DatasetSpec, download: bool = True) -> Path:
         if isinstance(e, (SrxError, KeyboardInterrupt)):
             raise
         raise DatasetMissingError(f"could not download dataset {spec.name!r}: {e}") from None
-    _complete_marker(root).write_text(json.dumps({"files": files, "source": src.__dict__}, indent=1))
+    write_text(_complete_marker(root), json.dumps({"files": files, "source": src.__dict__}, indent=1))
     return root
 
 
