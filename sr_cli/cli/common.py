@@ -35,7 +35,12 @@ def _styled(prefix: str, style: str, message: object) -> Text:
 
 def print_line(message: object, console: Console | None = None) -> None:
     """Print ``message`` verbatim (no markup) on stderr, or on ``console``."""
-    (console or err_console).print(Text(str(message)), soft_wrap=True, highlight=False, emoji=False)
+    console = console or err_console
+    if not console.is_terminal:  # a pipe or a file: the bytes as they are (rich would expand tabs)
+        console.file.write(f"{message}\n")
+        console.file.flush()
+        return
+    console.print(Text(str(message)), soft_wrap=True, highlight=False, emoji=False)
 
 
 def print_error(message: object, console: Console | None = None) -> None:
@@ -112,6 +117,14 @@ SamplerOpt = Annotated[
     Optional[str],
     typer.Option("--sampler", help="ResShift family: one-step (students) | deterministic (SinSR's 15-step DDIM-like) | "
                                    "stochastic (ResShift's 15 steps). Default: the model's."),
+]
+
+
+PromptExtractorOpt = Annotated[
+    Optional[str],
+    typer.Option("--prompt-extractor", help="OSEDiff: dape (default, as the authors' results: RAM+DAPE tags of the "
+                                            "input open the prompt; needs its two weight files) | none (no tags). "
+                                            "Other models ignore it."),
 ]
 
 
