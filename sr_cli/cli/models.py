@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from .. import hub
-from ..errors import SrxError, WeightsIntegrityError
-from ..registry import ModelSpec, get_spec, registry
 from .common import out_console, print_line, report_errors
+
+# The registry, the cache code and rich's tables are imported inside the commands: `srx --help` imports
+# every command module, and needs none of them.
+if TYPE_CHECKING:
+    from ..registry import ModelSpec
 
 app = typer.Typer(help="List, inspect, download, verify and import models.", no_args_is_help=True)
 
 
 def weights_status(spec: ModelSpec) -> str:
     """'cached', 'missing' or 'manual download' for the one-step weights (no network, no hashing)."""
+    from .. import hub
+
     src = spec.weights
     if src is None:
         return "none needed"
@@ -34,6 +36,8 @@ def weights_status(spec: ModelSpec) -> str:
 
 
 def base_status(spec: ModelSpec) -> str:
+    from .. import hub
+
     if spec.base is None:
         return "-"
     try:
@@ -47,6 +51,11 @@ def base_status(spec: ModelSpec) -> str:
 @report_errors
 def list_models() -> None:
     """Show every model in the registry, its license and what is cached locally."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..registry import registry
+
     columns = ("name", "family", "base model", "weights", "base", "license")
     rows = [(name, spec.family, spec.base.describe() if spec.base else "-", weights_status(spec), base_status(spec),
              spec.license) for name, spec in sorted(registry().items())]
@@ -64,6 +73,9 @@ def list_models() -> None:
 
 def print_fields(rows: list[tuple[str, str]]) -> None:
     """``key: value`` lines on a pipe; a two-column table on a terminal, long values (URLs, sha256) folded."""
+    from rich.table import Table
+    from rich.text import Text
+
     if not out_console.is_terminal:
         for key, value in rows:
             print_line(f"{key}: {value}", out_console)
@@ -80,6 +92,9 @@ def print_fields(rows: list[tuple[str, str]]) -> None:
 @report_errors
 def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     """Everything the registry knows about a model: paper, licenses, sources, defaults, cache paths."""
+    from .. import hub
+    from ..registry import get_spec
+
     spec = get_spec(name)
     d = spec.defaults
     rows = [
@@ -106,6 +121,17 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
         ae = hub.autoencoder_spec(spec)
         rows += [("autoencoder", f"{spec.autoencoder.filename}: {spec.autoencoder.url or spec.autoencoder.repo or 'manual'}"),
                  ("autoencoder status", weights_status(ae)), ("autoencoder path", str(hub.manual_path(ae)))]
+    if spec.ram is not None and spec.dape is not None:
+        from ..engine.dape import tagger_file_spec
+
+        for which, label in (("ram", "prompt extractor: RAM"), ("dape", "prompt extractor: DAPE")):
+            part = tagger_file_spec(spec, which)
+            w = part.weights
+            where = f"hf://{w.repo}/{w.filename}@{w.revision}" if w.kind == "hub" else "manual download"
+            rows += [(label, f"{w.filename} ({where}), license {w.license or '-'}"),
+                     (f"{label} status", weights_status(part))]
+            if w.instructions:
+                rows.append((f"{label}: how to get it", w.instructions))
     rows += [
         ("format", spec.format),
         ("scale", f"x{d.scale:g}"),
@@ -122,6 +148,9 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
 @report_errors
 def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     """Download a model's base model and weights into the cache (needs network)."""
+    from .. import hub
+    from ..registry import get_spec
+
     spec = get_spec(name)
     if spec.base is not None:
         path = hub.resolve_base(spec.base, spec.name, download=True)
@@ -135,6 +164,11 @@ def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     if spec.autoencoder is not None:
         path = hub.resolve_weights(hub.autoencoder_spec(spec), download=True)
         print_line(f"autoencoder: {path}")
+    if spec.ram is not None and spec.dape is not None:  # OSEDiff's DAPE prompt extractor: RAM from the Hub,
+        from ..engine.dape import tagger_file_spec    # DAPE.pth by hand (a missing one is reported as an error)
+
+        print_line(f"prompt extractor RAM: {hub.resolve_weights(tagger_file_spec(spec, 'ram'), download=True)}")
+        print_line(f"prompt extractor DAPE: {hub.resolve_weights(tagger_file_spec(spec, 'dape'), download=True)}")
     print_line(f"{name}: ready")
 
 
@@ -142,9 +176,11 @@ def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
 @report_errors
 def verify(name: Annotated[str, typer.Argument(help="Model name, or a saved model directory.")]) -> None:
     """Check the cached weights against their sha256, that they load in the model's format, and the converted copy."""
+    from .. import hub
     from ..checkpoints import check_model_files, read_model_dir, read_published
+    from ..errors import SrxError, WeightsIntegrityError
     from ..loading import converted_copy, load_checkpoint
-    from ..registry import is_model_dir
+    from ..registry import get_spec, is_model_dir, registry
 
     if is_model_dir(name) and name not in registry():
         check_model_files(name, full=True)  # missing, truncated or altered weights.safetensors
@@ -186,8 +222,10 @@ def import_(
         "--autoencoder", help="FILE is the model's autoencoder (ResShift family: autoencoder_vq_f4.pth).")] = False,
 ) -> None:
     """Import a hand-downloaded weights file (e.g. Hero-SR's Google Drive file) into the cache."""
+    from .. import hub
     from ..checkpoints import read_published
     from ..errors import UsageError
+    from ..registry import get_spec
 
     spec = get_spec(name)
     if autoencoder:
@@ -199,6 +237,13 @@ def import_(
         dest = hub.import_weights(hub.autoencoder_spec(spec), file)
         print_line(f"{name}: imported {file} -> {dest}")
         return
+    if spec.ram is not None and spec.dape is not None:  # OSEDiff's DAPE.pth / RAM's file, told apart by content
+        from ..engine.dape import import_tagger_file
+
+        dest = import_tagger_file(spec, file)
+        if dest is not None:
+            print_line(f"{name}: imported {file} -> {dest}")
+            return
     if spec.weights is None or spec.weights.kind == "embedded":
         raise UsageError(f"{name} has no weights file to import")
     # Refuse files that are not this model's format before copying.
