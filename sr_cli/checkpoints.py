@@ -97,7 +97,7 @@ def sniff_checkpoint(path: Path, expected: str | None = None) -> None:
             head = f.read(512)
     except OSError as e:
         raise CheckpointFormatError(f"{path}: cannot read ({e.strerror or e})") from None
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+    if head.startswith((b"PK\x03\x04", b"\x80")):
         return
     want = expected or "a torch checkpoint"
     if not head:
@@ -149,7 +149,7 @@ def safe_torch_load(path: str | Path, expected: str | None = None) -> Any:
         ) from None
     except MemoryError:
         raise
-    except Exception as e:  # torch raises EOFError, RuntimeError, KeyError, ... on damaged files
+    except Exception as e:  # noqa: BLE001 - torch raises EOFError, RuntimeError, KeyError, ... on damaged files
         raise CheckpointFormatError(f"{path}: not a readable torch checkpoint ({_torch_reason(e)})") from None
 
 

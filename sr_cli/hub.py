@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import urllib.request
 from pathlib import Path
 
 from .errors import WeightsIntegrityError, WeightsMissingError
@@ -189,6 +188,8 @@ def _remedy_text(spec: ModelSpec) -> str:
 
 
 def _download_url(url: str, dest: Path) -> None:
+    import urllib.request  # http.client, email: imported only for a download (srx --help stays quick)
+
     def fetch(tmp: Path) -> None:
         with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             shutil.copyfileobj(resp, out, length=1 << 20)
