@@ -162,3 +162,13 @@ def test_unwritable_reports_are_one_line_each_and_the_rest_is_written(hf_home, t
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert sorted(e.removeprefix("error: ").split(": cannot write")[0] for e in errors) == sorted(failed)
     assert doc["systems"][0]["images_scored"] == 2 and "Traceback" not in r.output
+
+
+def test_the_table_prints_folder_names_with_brackets_verbatim(hf_home, tmp_path):
+    data = make_set(tmp_path / "pairs[bold]", ["im0"], ["im0"])
+    results = tmp_path / "res[italic]"
+    results.mkdir()
+    (results / "im0.png").write_bytes((data / "HR" / "im0.png").read_bytes())
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--outputs", str(results), "--metrics", "psnr"])
+    assert r.exit_code == 0, r.output
+    assert "pairs[bold]: 1 images" in r.stdout and "res[italic]" in r.stdout

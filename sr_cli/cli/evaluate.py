@@ -9,14 +9,7 @@ import typer
 
 from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt,
                      PromptExtractorOpt, SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console,
-                     out_console, report_errors)
-
-
-def _error(text: str) -> None:
-    """One ``error:`` line on stderr; the text is printed as it is (file names may hold ``[...]``)."""
-    from rich.text import Text
-
-    err_console.print(Text.assemble(("error:", "red"), f" {text}"), soft_wrap=True, highlight=False)
+                     out_console, print_error, print_line, print_note, report_errors)
 
 
 def _emit_json(doc: dict) -> None:
@@ -132,7 +125,7 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
         raise UsageError("--dataset-dir locates a named benchmark; --dataset is already a folder")
     eval_set = resolve_dataset(dataset, dataset_dir).limited(limit)
     for note in eval_set.notes:
-        err_console.print(f"note: {note}", soft_wrap=True, markup=False)
+        print_note(note)
     metric_defs = parse_metric_list(metrics, eval_set.paired)
 
     from ..evaluate.datasets import dataset_registry
@@ -160,7 +153,7 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
 
     suite = MetricSuite(metric_defs, resolve_device(device))
     for message in suite.unavailable.values():
-        _error(message)
+        print_error(message)
 
     results = []
     for system in systems:
@@ -170,7 +163,7 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
             shutil.rmtree(cache_dir_for(system, eval_set, scale), ignore_errors=True)
         result = _run_with_progress(system, eval_set, suite, scale)
         for img in result.failed:
-            _error(img.error)
+            print_error(img.error)
         results.append(result)
 
     names = [m.name for m in metric_defs]
@@ -184,7 +177,7 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
             what()
         except SrxError as e:  # one line; the other reports are still written
             write_errors.append(str(e))
-            _error(str(e))
+            print_error(str(e))
 
     if csv_path:
         report_write(lambda: write_text(csv_path, report_csv(results, names)))
@@ -192,8 +185,8 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
         count, errors = save_images(results[0], eval_set, save_dir)
         for message in errors:
             write_errors.append(message)
-            _error(message)
-        err_console.print(f"saved {count} SR images to {save_dir}", markup=False, soft_wrap=True)
+            print_error(message)
+        print_line(f"saved {count} SR images to {save_dir}")
     if sheet:
         report_write(lambda: comparison_sheet(eval_set, {r.system: r for r in results}, sheet, count=sheet_images))
     doc = report_json(results, eval_set.paper_name, suite.unavailable)

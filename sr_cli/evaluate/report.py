@@ -49,6 +49,7 @@ def summary_table(results: list[SystemResult], metrics: list[str], paper_dataset
                   unavailable: dict[str, str]):
     """A rich Table: one row per metric; ours per system, then the paper's value and the difference."""
     from rich.table import Table
+    from rich.text import Text
 
     main = results[0]
     method, paper, source = paper_values(main.system, paper_dataset)
@@ -59,12 +60,13 @@ def summary_table(results: list[SystemResult], metrics: list[str], paper_dataset
         caption = f"no paper numbers recorded for {Path(main.system).name} on {paper_dataset}"
     else:
         caption = None
-    table = Table(title=title, caption=caption)
+    # Dataset, folder and model names are user text: plain Text, never read as rich markup ("run[b]").
+    table = Table(title=Text(title), caption=Text(caption) if caption else None)
     table.add_column("metric")
     for r in results:
-        table.add_column(Path(r.system).name, justify="right")
+        table.add_column(Text(Path(r.system).name), justify="right")
     if paper:
-        table.add_column(f"paper {method}", justify="right")
+        table.add_column(Text(f"paper {method}"), justify="right")
         table.add_column("Δ", justify="right")
     means = [r.means() for r in results]
     for name in metrics:
