@@ -227,6 +227,22 @@ class Claim:
             self.fd = None
 
 
+@contextlib.contextmanager
+def claimed(dest: str | Path, best_effort: bool = True) -> Iterator[None]:
+    """Hold ``dest``'s claim (waiting for another process that holds it). ``best_effort``: where the claim file
+    cannot be created, go on without it (the write that follows reports the real problem)."""
+    claim = Claim(Path(dest))
+    try:
+        claim.take(blocking=True)
+    except OSError:
+        if not best_effort:
+            raise
+    try:
+        yield
+    finally:
+        claim.release()
+
+
 def is_stale(path: Path) -> bool:
     """Whether no process holds the lock of a temporary or claim file (its owner is gone)."""
     try:

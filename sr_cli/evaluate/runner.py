@@ -29,6 +29,7 @@ from PIL import Image
 from ..engine.pipeline import UpscaleOptions, tensor_to_pil
 from ..engine.resize import output_size, pil_resize, to_unit_float
 from ..errors import SrxError, UsageError
+from ..fsio import claimed
 from ..imageio import encode_image, read_image, write_atomic
 from .datasets import IMAGE_SUFFIXES, EvalSet, Sample
 from .metrics import MetricSuite
@@ -255,12 +256,14 @@ def produce_outputs(system: System, eval_set: EvalSet, sr_dir: Path,
             dest = cached_output(sr_dir, sample, lr_digest(sample.lr))
             outputs[sample.name] = dest
             if not dest.is_file():
-                lr = read_image(sample.lr).model_input  # 8-bit images as uint8: the models' 8-bit input path
-                sr = system.upscale(lr)
-                write_atomic(dest, encode_image(sr, None, "PNG"), overwrite=True)
-                runs += 1
-                for old in _older_outputs(sr_dir, sample.name, dest):
-                    old.unlink(missing_ok=True)
+                with claimed(dest):  # a parallel evaluate computing the same output: wait for it, then reuse it
+                    if not dest.is_file():
+                        lr = read_image(sample.lr).model_input  # 8-bit images as uint8: the models' 8-bit input
+                        sr = system.upscale(lr)
+                        write_atomic(dest, encode_image(sr, None, "PNG"), overwrite=True)
+                        runs += 1
+                        for old in _older_outputs(sr_dir, sample.name, dest):
+                            old.unlink(missing_ok=True)
         except SrxError as e:
             errors[sample.name] = str(e)
         if on_image:
