@@ -322,17 +322,19 @@ class _LibraryMessages(logging.Handler):
 
     @contextlib.contextmanager
     def capture(self):
-        log = logging.getLogger("tifffile")
-        propagate = log.propagate
-        log.addHandler(self)
-        log.propagate = False
+        logs = [logging.getLogger(name) for name in ("PIL", "tifffile")]  # unconfigured: printed on stderr
+        propagate = [log.propagate for log in logs]
+        for log in logs:
+            log.addHandler(self)
+            log.propagate = False
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 yield self
         finally:
-            log.removeHandler(self)
-            log.propagate = propagate
+            for log, before in zip(logs, propagate):
+                log.removeHandler(self)
+                log.propagate = before
             self.messages += [(w.filename, str(w.message)) for w in caught]
 
     @contextlib.contextmanager
@@ -360,7 +362,7 @@ class _LibraryMessages(logging.Handler):
         notes: list[str] = []
         for origin, message in self.messages:
             text = (message.strip().splitlines() or ["(no message)"])[0]
-            if origin.endswith("TiffImagePlugin.py") or origin == "tifffile" or "EXIF" in text:
+            if origin.endswith("TiffImagePlugin.py") or origin in ("tifffile", "PIL.TiffImagePlugin") or "EXIF" in text:
                 note = f"damaged TIFF tags skipped ({text[:120]})" if fmt == "TIFF" else EXIF_DAMAGED
             else:
                 note = f"decoder warning: {text[:200]}"

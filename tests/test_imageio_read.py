@@ -279,3 +279,17 @@ def test_encoded_tiff_has_no_writer_metadata_of_its_own():
     data = encode_image(torch.rand(1, 3, 4, 5), None, "TIFF", bit_depth=16)
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         assert "ImageDescription" not in tif.pages.first.tags and "Software" not in tif.pages.first.tags
+
+
+def test_tiff_with_absurd_samples_per_pixel_is_refused_without_library_log_lines(tmp_path, caplog):
+    Image.fromarray(_rgb()).save(tmp_path / "a.tif")
+    data = bytearray((tmp_path / "a.tif").read_bytes())
+    (first,) = struct.unpack("<I", data[4:8])
+    for i in range(struct.unpack("<H", data[first : first + 2])[0]):
+        entry = first + 2 + 12 * i
+        if struct.unpack("<H", data[entry : entry + 2])[0] == 277:  # SamplesPerPixel
+            data[entry + 8 : entry + 10] = struct.pack("<H", 31744)
+    (tmp_path / "a.tif").write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match=r"a\.tif: "):
+        read_image(tmp_path / "a.tif")
+    assert [r.getMessage() for r in caplog.records] == []  # Pillow's log line would reach stderr
