@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import WeightsIntegrityError, WeightsMissingError
+from .errors import SrxError, WeightsIntegrityError, WeightsMissingError
 from .fsio import atomic_write, lock_path_for, locked
 from .registry import BaseModel, ModelSpec, WeightsSource
 
@@ -89,7 +89,10 @@ def verify_file(path: Path, key: str, pinned: str | None, remedy: str = "") -> s
     digest = sha256_file(path)
     expected = pinned or read_lock().get(key)
     if expected is None:
-        record_hash(key, digest)
+        try:
+            record_hash(key, digest)
+        except OSError:
+            pass  # a read-only cache: the file is used, its hash just cannot be remembered for next time
     elif digest != expected.lower():
         raise WeightsIntegrityError(
             f"{path}: sha256 mismatch (expected {expected.lower()}, the file has {digest}); the file was not used"
@@ -274,9 +277,13 @@ def import_weights(spec: ModelSpec, file: Path) -> Path:
                 f"{file}: sha256 {digest} differs from the pinned {spec.weights.sha256.lower()}; not imported"
             )
 
-    with locked(lock_path_for(dest)):
-        atomic_write(dest, writer=copy)  # the user's umask decides its mode, as for any file srx writes
-    record_hash(_lock_key(spec), digest)
+    try:
+        with locked(lock_path_for(dest)):
+            atomic_write(dest, writer=copy)  # the user's umask decides its mode, as for any file srx writes
+        record_hash(_lock_key(spec), digest)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise SrxError(f"{dest}: cannot write ({reason}{': ' + str(e.filename) if e.filename else ''})") from None
     return dest
 
 

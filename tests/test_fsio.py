@@ -167,3 +167,18 @@ def test_downloaded_dataset_folder_follows_the_umask(hf_home, tmp_path):
     with _umask(0o022):
         root = resolve_dataset("div2k-val").root
     assert _mode(root) == 0o755 and _mode(root / ".srx-complete.json") == 0o644  # not mkdtemp's 0700
+
+
+def test_import_into_a_read_only_cache_is_one_clear_error(hf_home, hero_pkl, tmp_path, monkeypatch):
+    from sr_cli.errors import SrxError
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
+    try:
+        monkeypatch.setenv("SRX_CACHE", str(ro))
+        with pytest.raises(SrxError, match=r"cannot write \(Read-only file system"):
+            hub.import_weights(get_spec("hero-sr"), hero_pkl)
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
