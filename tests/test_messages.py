@@ -169,3 +169,30 @@ def test_check_suggestions_catches_a_made_up_command(tmp_path):
     with pytest.raises(AssertionError, match="no such command"):
         check_suggestions("run `srx models fetch sinsr`", tmp_path)
 
+
+
+def _leaf_commands():
+    root = typer.main.get_command(app)
+    stack = [([], root)]
+    while stack:
+        path, cmd = stack.pop()
+        if hasattr(cmd, "get_command"):
+            for name in cmd.list_commands(typer.Context(cmd)):
+                stack.append((path + [name], cmd.get_command(typer.Context(cmd), name)))
+        else:
+            yield path, cmd
+
+
+def test_help_texts_keep_their_brackets():
+    """Option help is rendered as rich markup: a text like "org/name[@revision]" must keep its brackets."""
+    checked = 0
+    for path, cmd in _leaf_commands():
+        texts = [p.help for p in cmd.params if getattr(p, "help", None) and "[" in p.help]
+        if not texts:
+            continue
+        result = runner.invoke(app, path + ["--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+        shown = " ".join(result.output.replace("│", " ").split())
+        for text in texts:
+            assert " ".join(text.replace("\\[", "[").split()) in shown, (path, text)
+            checked += 1
+    assert checked >= 2  # --base of upscale/evaluate and train at least

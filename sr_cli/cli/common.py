@@ -86,7 +86,8 @@ ModelOpt = Annotated[
 ]
 BaseOpt = Annotated[
     Optional[str],
-    typer.Option("--base", help="Override the base diffusion model: a diffusers directory or org/name[@revision]."),
+    # Help texts are rich markup: "\\[" keeps the brackets.
+    typer.Option("--base", help="Override the base diffusion model: a diffusers directory or org/name\\[@revision]."),
 ]
 WeightsOpt = Annotated[
     Optional[Path],

@@ -17,7 +17,7 @@ def train(
         "--data", help="Folder of high-quality images (repeatable), or a paired folder with HR/ and LR/.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Model directory to write.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML recipe (see configs/); flags override it.")] = None,
-    base: Annotated[Optional[str], typer.Option("--base", help="Base diffusion model: diffusers dir or org/name[@rev].")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="Base diffusion model: diffusers dir or org/name\\[@rev].")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per process per micro-step.")] = None,
     grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Gradient accumulation steps.")] = None,
