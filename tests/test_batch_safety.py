@@ -348,15 +348,22 @@ def _interrupt_after(delay: float, args: list[str]) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
+def _python_start_up_seconds() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return time.perf_counter() - start
+
+
 def test_ctrl_c_while_starting_is_quiet_and_exits_130(tmp_path):
     src = _folder(tmp_path / "in", 2)
-    for delay in (0.15, 0.4):
+    bare = _python_start_up_seconds()  # before the interpreter runs srx's code, Python itself would print
+    for delay in (max(0.15, 2 * bare), max(0.4, 4 * bare)):
         rc, _, err = _interrupt_after(delay, [str(src), "-o", str(tmp_path / "out")])
         assert rc == 130 and "Traceback" not in err, (delay, err)
 
 
 def test_ctrl_c_while_loading_still_prints_the_json_document(tmp_path):
-    src = _folder(tmp_path / "in", 2)
+    src = _folder(tmp_path / "in", 60, size=48)  # enough work that the run is still going when Ctrl-C comes
     for delay in (1.0, 2.0):
         rc, out, err = _interrupt_after(delay, [str(src), "-o", str(tmp_path / "out"), "--json"])
         assert rc == 130 and "Traceback" not in err, (delay, err)
