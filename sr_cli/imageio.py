@@ -372,6 +372,8 @@ class _LibraryMessages(logging.Handler):
 
 
 def _frames_note(im: Image.Image) -> list[str]:
+    if im.format == "MPO":  # phone JPEGs: the main picture first, then previews or depth maps, not frames
+        return []
     try:
         frames = int(getattr(im, "n_frames", 1))
     except Exception:  # noqa: BLE001 - a damaged later frame: the first one may still be fine
@@ -426,7 +428,8 @@ def _read_tiff16(path: Path, max_pixels: int, exif: _Exif, icc: bytes | None, dp
     gray = photometric in (0, 1)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] not in ((1, 2) if gray else (3, 4)):
+    if (arr.dtype != np.uint16 or arr.ndim != 3 or photometric not in (0, 1, 2)
+            or arr.shape[-1] not in ((1, 2) if gray else (3, 4))):
         layout = "x".join(map(str, arr.shape))
         raise ImageReadError(f"{path}: unsupported TIFF layout ({layout} {arr.dtype} array, photometric "
                              f"{photometric}); srx reads 8/16-bit gray, gray+alpha, RGB and RGBA")
@@ -685,6 +688,8 @@ def encode_image(color: torch.Tensor, alpha: torch.Tensor | None, fmt: str, *, g
         return encode_png(arr, icc_profile=icc_profile, exif=exif, dpi=dpi, level=PNG_COMPRESS_LEVEL)
     if fmt == "TIFF":
         data = _encode_tiff(arr, bits, icc_profile, dpi)
+        if exif and data[2:4] not in (b"*\0", b"\0*") and notes is not None:
+            notes.append("EXIF not copied: the TIFF is a BigTIFF (over 4 GiB)")
         return _tiff_with_exif(data, exif) if exif else data
     if exif and fmt == "JPEG" and len(exif) > JPEG_MAX_EXIF:
         if notes is not None:

@@ -193,6 +193,9 @@ def test_animated_gif_and_apng_use_the_first_frame_with_a_note(tmp_path):
         image = _read_quietly(tmp_path / name)
         assert image.notes == ["first of 3 frames used (animated or multi-page image)"]
         assert abs(float(image.color.mean()) - 40 / 255) < 0.02
+    # A phone JPEG holding a second picture (MPO: a preview or depth map) is one photo, not an animation.
+    frames[0].save(tmp_path / "phone.jpg", "MPO", save_all=True, append_images=frames[1:2])
+    assert _read_quietly(tmp_path / "phone.jpg").notes == []
 
 
 def test_multi_page_16_bit_tiff_reads_the_first_page(tmp_path):
@@ -293,3 +296,9 @@ def test_tiff_with_absurd_samples_per_pixel_is_refused_without_library_log_lines
     with pytest.raises(ImageReadError, match=r"a\.tif: "):
         read_image(tmp_path / "a.tif")
     assert [r.getMessage() for r in caplog.records] == []  # Pillow's log line would reach stderr
+
+
+def test_16_bit_cmyk_tiff_is_refused_not_read_as_rgba(tmp_path):
+    tifffile.imwrite(tmp_path / "cmyk.tif", (RNG.random((6, 8, 4)) * 65535).astype(np.uint16), photometric="separated")
+    with pytest.raises(ImageReadError, match=r"cmyk\.tif: unsupported TIFF layout .*photometric 5"):
+        read_image(tmp_path / "cmyk.tif")
