@@ -145,7 +145,15 @@ class SRModel:
         out = run_tiled(reference, tile_fn, tile=opts.tile, overlap=opts.overlap, batch=opts.tile_batch,
                         on_tile=on_tile)
         self._check_finite(out)
-        out = apply_color_fix(opts.color_fix, out.clamp_(0, 1), reference)
+        # 8-bit inputs of the SD family come out in the 8-bit levels of the authors' scripts: they convert the
+        # network's output, and again the color-fixed image, with ``ToPILImage`` (truncation, not rounding).
+        authors_levels = lr.dtype == torch.uint8 and self.spec.family == "sd-onestep"
+        out = out.clamp_(0, 1)
+        if authors_levels:
+            out = truncate_to_8bit(out)
+        out = apply_color_fix(opts.color_fix, out, reference)
+        if authors_levels and opts.color_fix != "none":
+            out = truncate_to_8bit(out)
         if (native_h, native_w) != (height, width):
             out = pil_resize(out, height, width, Image.Resampling.LANCZOS)
         return out
@@ -218,7 +226,13 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
 
 
+def truncate_to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in [0, 1] on the 8-bit levels ``torchvision.transforms.ToPILImage`` gives it (``x * 255``
+    truncated), as ``k / 255``: writing it (rounded to nearest) then stores exactly those levels."""
+    return x.mul(255).floor_().div_(255)
+
+
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:
-    # Rounded to nearest (the reference code truncates, which darkens by half a level on average).
+    # Rounded to nearest (SD-family results of 8-bit inputs are already on the authors' truncated levels).
     arr = (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
     return Image.fromarray(arr)
