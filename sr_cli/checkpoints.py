@@ -292,6 +292,10 @@ def read_model_json(directory: str | Path) -> dict[str, Any]:
         raise CheckpointFormatError(f"{where}: unsupported srx_model_format {version!r}")
     if not isinstance(doc.get("checkpoint", {}), dict):
         raise ManifestError(f"{where}: 'checkpoint' must be an object, got {_json_kind(doc['checkpoint'])}")
+    for key in ("net", "dtsm"):
+        value = doc.get("checkpoint", {}).get(key)
+        if value is not None and not isinstance(value, dict):
+            raise ManifestError(f"{where}: 'checkpoint.{key}' must be an object, got {_json_kind(value)}")
     return doc
 
 

@@ -177,6 +177,11 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
         torch_error = e if isinstance(e, RuntimeError) else (e.__context__ or e)
         raise CheckpointFormatError(f"{_weights_location(spec)}: the weights do not fit the {spec.family} network "
                                     f"({_state_dict_problem(torch_error)})") from None
+    except TypeError as e:  # the network's settings in srx_model.json ("checkpoint.net") do not fit its code
+        if "keyword argument" not in str(e) and "positional argument" not in str(e):
+            raise
+        where = Path(spec.weights.path) / "srx_model.json" if spec.weights is not None and spec.weights.path else spec.name
+        raise ManifestError(f"{where}: the network settings do not fit the {spec.family} network ({e})") from None
     tagger = None
     if spec.family == "sd-onestep":
         from .engine.dape import load_dape_tagger, prompt_extractor_for

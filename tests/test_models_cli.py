@@ -49,6 +49,25 @@ def test_model_json_that_is_not_an_object_is_one_line(content, kind, tmp_path):
     assert result.stderr == f"error: {model}/srx_model.json: expected a JSON object, got {kind}\n"
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.__setitem__("checkpoint", [1]), "'checkpoint' must be an object, got an array"),
+    (lambda d: d["checkpoint"].__setitem__("net", [48, 96]), "'checkpoint.net' must be an object, got an array"),
+    (lambda d: d["checkpoint"]["net"].__setitem__("bogus", 1),
+     "the network settings do not fit the lite network (LiteUNet.__init__() got an unexpected keyword argument"),
+    (lambda d: d["checkpoint"].__setitem__("unet_adapters", "x"), "malformed 'checkpoint' adapters"),
+    (lambda d: d.__setitem__("defaults", [1]), "[model.defaults]: expected a table, got list"),
+])
+def test_malformed_model_json_values_are_one_line(change, message, tmp_path):
+    model = _lite_copy(tmp_path)
+    doc = json.loads((model / "srx_model.json").read_text())
+    change(doc)
+    (model / "srx_model.json").write_text(json.dumps(doc))
+    result = _upscale(tmp_path, model)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {model}/srx_model.json: {message}"), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
 def test_model_directory_without_weights_names_the_file(tmp_path):
     model = _lite_copy(tmp_path)
     (model / "weights.safetensors").unlink()
