@@ -38,6 +38,21 @@ def test_unknown_model_name_with_brackets_is_printed_verbatim(name, tmp_path, mo
     assert "MarkupError" not in result.output
 
 
+def test_file_names_with_brackets_are_printed_verbatim(tmp_path, monkeypatch):
+    """`x[/b].png` (a file b].png in a folder x[) would be a rich closing tag; holiday[draft] a style."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x[").mkdir()
+    (tmp_path / "x[" / "b].png").write_bytes(b"junk")
+    (tmp_path / "holiday[draft].png").write_bytes(b"junk")
+    _image(tmp_path / "ok[red].png")
+    result = runner.invoke(app, ["upscale", "x[/b].png", "holiday[draft].png", "ok[red].png", "-o", "out"])
+    assert result.exit_code == 1, result.output
+    assert "error: x[/b].png: not an image" in result.stderr
+    assert "error: holiday[draft].png: not an image" in result.stderr
+    assert "ok[red].png" in result.stderr and (tmp_path / "out" / "ok[red]_srx.png").is_file()
+    assert "MarkupError" not in result.output
+
+
 @pytest.mark.parametrize("folder", ["run[b]", "holiday[draft]"])
 def test_manifest_error_of_a_model_directory_keeps_brackets(folder, tmp_path, monkeypatch):
     """A malformed srx_model.json: the message names the folder and the [table] exactly."""
