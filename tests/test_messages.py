@@ -148,6 +148,22 @@ def test_every_suggested_command_exists_and_parses(model, hf_home, tmp_path, mon
         assert not any("shared-" in " ".join(c) for c in suggested_commands(m)) and "--weights" not in m, m
 
 
+def test_manifest_instructions_suggest_commands_that_exist(tmp_path, monkeypatch):
+    """The `instructions` of every file in the registry (shown when a manual download is missing)."""
+    from dataclasses import fields
+
+    from sr_cli.registry import WeightsSource
+
+    monkeypatch.chdir(tmp_path)
+    n = 0
+    for spec in registry().values():
+        for f in fields(spec):
+            src = getattr(spec, f.name)
+            if isinstance(src, WeightsSource) and src.instructions:
+                n += check_suggestions(src.instructions, tmp_path)
+    assert n >= 2  # hero-sr and hf-diff at least
+
+
 def test_base_model_of_a_training_run_suggests_no_made_up_model(hf_home):
     from sr_cli.registry import BaseModel
 
