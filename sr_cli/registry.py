@@ -60,6 +60,7 @@ class WeightsSource:
     sha256: str | None = None
     path: str | None = None  # a local file (a --weights override or a model directory)
     embedded: bool = False  # shipped inside the package (sr_cli/weights/<name>/, a model directory)
+    license: str = ""  # a file with a license of its own (OSEDiff's RAM/DAPE prompt extractor)
 
     @property
     def kind(self) -> str:
@@ -111,6 +112,9 @@ class ModelSpec:
     weights: WeightsSource | None
     defaults: Defaults = field(default_factory=Defaults)
     autoencoder: WeightsSource | None = None  # ResShift family: the VQ-f4 autoencoder file
+    # OSEDiff's prompt extractor: RAM's weights and the DAPE fine-tuning loaded over them (engine/dape.py).
+    ram: WeightsSource | None = None
+    dape: WeightsSource | None = None
     description: str = ""
     paper: str = ""
     license: str = ""
@@ -150,6 +154,7 @@ def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
     base = table.pop("base", None)
     weights = table.pop("weights", None)
     autoencoder = table.pop("autoencoder", None)
+    tagger = {key: table.pop(key, None) for key in ("ram", "dape")}
     defaults = table.pop("defaults", {})
     base_spec = _build(BaseModel, base, f"{where}: [{name}.base]") if base is not None else None
     if base_spec is not None and not (base_spec.repo or base_spec.path):
@@ -160,12 +165,16 @@ def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
     if weights_spec is not None and weights_spec.kind == "manual" and not weights_spec.manual:
         raise ManifestError(f"{where}: [{name}.weights] needs one of 'repo', 'url', 'path' or 'manual = true'")
     ae_spec = _build(WeightsSource, autoencoder, f"{where}: [{name}.autoencoder]") if autoencoder is not None else None
+    tagger = {key: _build(WeightsSource, src, f"{where}: [{name}.{key}]") if src is not None else None
+              for key, src in tagger.items()}
     spec_defaults = _build(Defaults, defaults, f"{where}: [{name}.defaults]")
-    known = {f.name for f in fields(ModelSpec)} - {"name", "base", "weights", "defaults", "autoencoder", "part_of"}
+    known = {f.name for f in fields(ModelSpec)} - {"name", "base", "weights", "defaults", "autoencoder", "part_of",
+                                                   "ram", "dape"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ManifestError(f"{where}: [{name}] unknown key(s) {', '.join(unknown)}")
-    return ModelSpec(name=name, base=base_spec, weights=weights_spec, defaults=spec_defaults, autoencoder=ae_spec, **table)
+    return ModelSpec(name=name, base=base_spec, weights=weights_spec, defaults=spec_defaults, autoencoder=ae_spec,
+                     **tagger, **table)
 
 
 def _embedded(name: str, src: WeightsSource) -> WeightsSource:

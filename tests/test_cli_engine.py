@@ -35,7 +35,8 @@ def test_done_when_osediff_matches_formula(hf_home, tiny_sd, osediff_pkl, img, t
 
     out = tmp_path / "out.png"
     r = runner.invoke(app, ["upscale", str(img), "--model", "osediff", "--base", str(tiny_sd), "--weights",
-                            str(osediff_pkl), "--color-fix", "none", "--tile", "0", "-o", str(out)])
+                            str(osediff_pkl), "--color-fix", "none", "--tile", "0", "--prompt-extractor", "none",
+                            "-o", str(out)])
     assert r.exit_code == 0, r.output
     got = np.asarray(Image.open(out)).astype(np.float32) / 255
     assert got.shape == (64, 96, 3)
@@ -77,7 +78,7 @@ def test_unknown_model_and_bad_options(hf_home, img, osediff_pkl, tiny_sd, tmp_p
     r = runner.invoke(app, ["upscale", str(img), "--model", "nope"])
     assert r.exit_code == 2 and "unknown model 'nope'" in r.output
     r = runner.invoke(app, ["upscale", str(img), "--model", "osediff", "--base", str(tiny_sd), "--weights",
-                            str(osediff_pkl), "--tile", "100"])
+                            str(osediff_pkl), "--tile", "100", "--prompt-extractor", "none"])
     assert r.exit_code == 2 and "multiple of 8" in r.output
     r = runner.invoke(app, ["upscale", str(tmp_path / "missing.png"), "--model", "osediff"])
     assert r.exit_code == 1 and "missing.png: no such file" in r.output  # a failed file, not a usage error
@@ -141,7 +142,7 @@ def test_installed_srx_subprocess(hf_home, tiny_sd, osediff_pkl, img, tmp_path):
     out = tmp_path / "sub.png"
     env = dict(os.environ)
     cmd = ["srx", "upscale", str(img), "--model", "osediff", "--base", str(tiny_sd), "--weights", str(osediff_pkl),
-           "--color-fix", "none", "--tile", "0", "-o", str(out)]
+           "--color-fix", "none", "--tile", "0", "--prompt-extractor", "none", "-o", str(out)]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr
     assert Image.open(out).size == (96, 64)

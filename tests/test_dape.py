@@ -78,3 +78,90 @@ def test_files_that_are_not_ram_or_dape_are_refused(tmp_path, tiny_files):
         read_ram(tmp_path / "x.pth")
     assert not is_dape_file(tmp_path / "x.pth") and not is_dape_file(tiny_files[0])
     assert is_dape_file(tiny_files[1])
+
+
+# ----------------------------------------------------------------------------- srx upscale / load_model
+
+RAM_REPO = "xinyu1205/recognize_anything_model"
+
+
+@pytest.fixture()
+def dape_in_cache(hf_home, tiny_files, tmp_path):
+    """The tiny RAM file in the Hugging Face cache (as the Hub repo the manifest names) and the tiny DAPE.pth
+    imported with ``srx models import osediff DAPE.pth``, as a user does."""
+    from tiny import place_in_hf_cache
+    from typer.testing import CliRunner
+
+    from sr_cli.cli import app
+
+    src = tmp_path / "ram_repo"
+    src.mkdir()
+    (src / "ram_swin_large_14m.pth").write_bytes(tiny_files[0].read_bytes())
+    place_in_hf_cache(src, hf_home / "hub", repo=RAM_REPO)
+    r = CliRunner().invoke(app, ["models", "import", "osediff", str(tiny_files[1])])
+    assert r.exit_code == 0, r.output
+    return hf_home
+
+
+def _upscale(args: list[str], out: Path):
+    from typer.testing import CliRunner
+
+    from sr_cli.cli import app
+
+    r = CliRunner().invoke(app, ["upscale", *args, "--device", "cpu", "--dtype", "fp32", "--color-fix", "none",
+                                 "--tile", "0", "-o", str(out)])
+    return r, (np.asarray(Image.open(out)) if r.exit_code == 0 else None)
+
+
+def test_osediff_upscale_conditions_on_the_authors_dape_prompt(dape_in_cache, tiny_sd, osediff_pkl, tmp_path):
+    from reference import clip_embedding
+
+    from sr_cli.engine.resize import upsample_input
+    from sr_cli.loading import load_model
+    from sr_cli.engine.pipeline import pil_to_uint8
+
+    lr = FIXTURES / "lr_a.png"
+    model_args = [str(lr), "--model", "osediff", "--base", str(tiny_sd), "--weights", str(osediff_pkl)]
+    r, with_tags = _upscale(model_args, tmp_path / "dape.png")
+    assert r.exit_code == 0, r.output
+
+    model = load_model("osediff", base=str(tiny_sd), weights=str(osediff_pkl), device="cpu", dtype="fp32")
+    x = pil_to_uint8(Image.open(lr).convert("RGB"))
+    upsampled = upsample_input(x, x.shape[-2] * 4, x.shape[-1] * 4)
+    prompt = model.prompt_for(upsampled)
+    assert prompt == EXPECTED["images"]["a"]["validation_prompt"]  # the authors' f"{tags}, {prompt},"
+    # The embedding the UNet gets is the authors' encode_prompt of that text (CLIP, padded to 77, no mask).
+    embedding = model.net.text_condition(prompt)
+    torch.testing.assert_close(embedding, clip_embedding(tiny_sd, prompt), rtol=0, atol=1e-6)
+    assert (embedding - model.net.text_condition(", ,")).abs().max() > 0.1  # not the no-tags condition
+    # ... and the command used exactly that: same image as the library call.
+    assert np.array_equal(np.asarray(model.upscale(Image.open(lr), color_fix="none", tile=0)), with_tags)
+
+
+def test_osediff_without_dape_files_says_what_to_get_unless_asked_for_none(hf_home, tiny_sd, osediff_pkl, tmp_path):
+    lr = tmp_path / "small.png"
+    Image.open(FIXTURES / "lr_b.png").crop((0, 0, 20, 16)).save(lr)
+    model_args = [str(lr), "--model", "osediff", "--base", str(tiny_sd), "--weights", str(osediff_pkl)]
+    r, _ = _upscale(model_args, tmp_path / "x.png")
+    assert r.exit_code == 2
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+    assert "srx models download osediff" in lines[0] and "srx models import osediff DAPE.pth" in lines[0]
+    assert "--prompt-extractor none" in lines[0]
+    assert not (tmp_path / "x.png").exists()
+    r, out = _upscale(model_args + ["--prompt-extractor", "none"], tmp_path / "y.png")
+    assert r.exit_code == 0, r.output
+    assert out.shape == (64, 80, 3)
+    r, _ = _upscale(model_args + ["--prompt-extractor", "ram"], tmp_path / "z.png")
+    assert r.exit_code == 2 and "--prompt-extractor must be one of dape, none" in r.output
+
+
+def test_models_info_and_import_name_the_prompt_extractor_files(dape_in_cache):
+    from typer.testing import CliRunner
+
+    from sr_cli.cli import app
+
+    r = CliRunner().invoke(app, ["models", "info", "osediff"])
+    assert r.exit_code == 0, r.output
+    assert "ram_swin_large_14m.pth" in r.output and "DAPE.pth" in r.output and "Apache-2.0" in r.output
+    assert (dape_in_cache / "srx" / "downloads" / "osediff" / "DAPE.pth").is_file()

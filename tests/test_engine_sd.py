@@ -30,7 +30,8 @@ def upsampled(lr):
 def test_osediff_loads_from_hf_cache_and_matches_formula(hf_home, tiny_sd, osediff_pkl, lr):
     from diffusers import DDPMScheduler
 
-    model = load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
+    model = load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl),
+                       device="cpu", dtype="fp32")
     ours = model.upscale_tensor(lr, EXACT)
 
     unet, vae = authors_style_osediff(tiny_sd, osediff_pkl)
@@ -50,8 +51,10 @@ def test_osediff_lora_changes_output_and_merge_matches_unmerged(hf_home, tiny_sd
     from sr_cli.lora import has_adapters
     from sr_cli.registry import get_spec
 
-    merged = load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
-    unmerged = load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32",
+    merged = load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl),
+                        device="cpu", dtype="fp32")
+    unmerged = load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl),
+                          device="cpu", dtype="fp32",
                           merge_lora=False)
     assert not has_adapters(merged.net.unet) and not has_adapters(merged.net.vae)
     assert has_adapters(unmerged.net.unet) and has_adapters(unmerged.net.vae)
@@ -67,7 +70,8 @@ def test_osediff_lora_changes_output_and_merge_matches_unmerged(hf_home, tiny_sd
 
 def test_osediff_full_conv_in_is_loaded(hf_home, tiny_sd, osediff_pkl):
     ckpt = torch.load(osediff_pkl, weights_only=True)
-    model = load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32",
+    model = load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl),
+                       device="cpu", dtype="fp32",
                        merge_lora=False)
     conv_in = model.net.unet.conv_in
     assert torch.equal(conv_in.base_layer.weight, ckpt["state_dict_unet"]["conv_in.base_layer.weight"])
@@ -109,7 +113,8 @@ def test_hero_sr_adapter_names_and_scale(hf_home, hero_pkl):
 
 
 def test_seed_samples_posterior_reproducibly(hf_home, osediff_pkl, lr):
-    model = load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
+    model = load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl),
+                       device="cpu", dtype="fp32")
     mean = model.upscale_tensor(lr, EXACT)
     s1 = model.upscale_tensor(lr, UpscaleOptions(tile=0, color_fix="none", seed=7))
     s2 = model.upscale_tensor(lr, UpscaleOptions(tile=0, color_fix="none", seed=7))
@@ -121,7 +126,8 @@ def test_seed_samples_posterior_reproducibly(hf_home, osediff_pkl, lr):
 
 
 def test_prompt_changes_text_condition(hf_home, osediff_pkl, lr):
-    model = load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
+    model = load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl),
+                       device="cpu", dtype="fp32")
     assert model.text_for("") == ", ,"
     assert model.text_for("a cat") == ", a cat,"
     a = model.upscale_tensor(lr, EXACT)
@@ -145,7 +151,8 @@ def test_learned_text_embedding(hf_home, tiny_sd, osediff_pkl, tmp_path, lr):
     model = load_model(str(model_dir), device="cpu", dtype="fp32")
     assert model.net.text_encoder is None
     out = model.upscale_tensor(lr, EXACT)
-    ref = load_model("osediff", base=str(tiny_sd), weights=str(osediff_pkl), device="cpu", dtype="fp32")
+    ref = load_model("osediff", prompt_extractor="none", base=str(tiny_sd), weights=str(osediff_pkl),
+                     device="cpu", dtype="fp32")
     assert (out - ref.upscale_tensor(lr, EXACT)).abs().max() > 1e-4
 
 
@@ -168,7 +175,7 @@ def test_model_directory_round_trip(hf_home, tiny_sd, hero_pkl, tmp_path, lr):
 def test_conversion_is_cached_as_safetensors(hf_home, osediff_pkl):
     from sr_cli import hub
 
-    load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
+    load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
     converted = hub.converted_dir(hub.sha256_file(osediff_pkl))
     assert (converted / "weights.safetensors").is_file() and (converted / "srx_model.json").is_file()
     from safetensors.torch import load_file
@@ -181,7 +188,8 @@ def test_conversion_is_cached_as_safetensors(hf_home, osediff_pkl):
 
 
 def test_scale_gives_exact_output_size(hf_home, osediff_pkl):
-    model = load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
+    model = load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl),
+                       device="cpu", dtype="fp32")
     lr = torch.rand(1, 3, 9, 13)
     assert model.upscale_tensor(lr, UpscaleOptions(tile=0)).shape == (1, 3, 36, 52)
     assert model.upscale_tensor(lr, UpscaleOptions(scale=2.5, tile=0)).shape == (1, 3, 22, 32)
@@ -197,7 +205,8 @@ def test_scale_gives_exact_output_size(hf_home, osediff_pkl):
 
 def test_tiled_pipeline_close_to_whole(hf_home, osediff_pkl):
     """Tiles run the whole pipeline; with generous overlap the seams are small and the size exact."""
-    model = load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
+    model = load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl),
+                       device="cpu", dtype="fp32")
     lr = torch.rand(1, 3, 20, 27, generator=torch.Generator().manual_seed(5))
     whole = model.upscale_tensor(lr, UpscaleOptions(tile=0, color_fix="none"))
     calls = []
@@ -217,7 +226,8 @@ def test_hero_prompt_space_tokenizes_like_empty(hf_home, hero_pkl):
 def test_nan_output_is_an_error(hf_home, osediff_pkl, lr):
     from sr_cli.errors import NumericalError
 
-    model = load_model("osediff", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
+    model = load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl),
+                       device="cpu", dtype="fp32")
     with torch.no_grad():
         model.net.vae.decoder.conv_out.bias.fill_(float("nan"))
     with pytest.raises(NumericalError, match="NaN"):

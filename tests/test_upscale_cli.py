@@ -56,7 +56,7 @@ def mixed(tmp_path) -> Path:
 
 @pytest.fixture()
 def model_args(hf_home, tiny_sd, osediff_pkl):
-    return ["--model", "osediff", "--base", str(tiny_sd), "--weights", str(osediff_pkl)]
+    return ["--model", "osediff", "--base", str(tiny_sd), "--weights", str(osediff_pkl), "--prompt-extractor", "none"]
 
 
 GOOD = ["alpha", "color16", "gray", "gray16", "photo", "ünï cødé name"]

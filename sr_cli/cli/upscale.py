@@ -17,7 +17,8 @@ from rich.text import Text
 
 from ..limits import DEFAULT_MAX_PIXELS
 from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt,
-                     SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console, report_errors)
+                     PromptExtractorOpt, SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console,
+                     report_errors)
 
 FORMATS = ("same", "png", "jpg", "webp", "tiff")
 
@@ -162,6 +163,7 @@ def upscale(
     prompt: PromptOpt = None,
     seed: SeedOpt = None,
     sampler: SamplerOpt = None,
+    prompt_extractor: PromptExtractorOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     compile_unet: CompileOpt = False,
@@ -205,7 +207,7 @@ def upscale(
         try:
             jobs, sr_args = _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_batch,
                                      color_fix, prompt, seed, sampler, fmt, quality, suffix, recursive,
-                                     skip_existing, overwrite, max_pixels)
+                                     skip_existing, overwrite, max_pixels, prompt_extractor)
         except SrxError as e:
             if json_out:
                 _emit_json({"error": str(e)})
@@ -218,7 +220,7 @@ def upscale(
             spec_model, base_arg, weights_arg, options = sr_args
             try:
                 sr = load_model(spec_model, base=base_arg, weights=weights_arg, device=device, dtype=dtype,
-                                compile_unet=compile_unet)
+                                compile_unet=compile_unet, prompt_extractor=options.prompt_extractor)
             except SrxError as e:
                 if json_out:
                     _emit_json({"error": str(e), **_report(jobs, started, None)})
@@ -261,7 +263,7 @@ def _report(jobs: list, started: float, interrupted: int | None) -> dict:
 
 
 def _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_batch, color_fix, prompt, seed,
-             sampler, fmt, quality, suffix, recursive, skip_existing, overwrite, max_pixels):
+             sampler, fmt, quality, suffix, recursive, skip_existing, overwrite, max_pixels, prompt_extractor=None):
     """Every check that needs no model: options, inputs, output plan; stale temporary files removed."""
     from ..engine.pipeline import UpscaleOptions
     from ..errors import UsageError
@@ -282,7 +284,7 @@ def _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_ba
     weights_arg = str(weights) if weights else None
     spec = resolve_spec(model, base, weights_arg)
     options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
-                             prompt=prompt, seed=seed, sampler=sampler)
+                             prompt=prompt, seed=seed, sampler=sampler, prompt_extractor=prompt_extractor)
     resolved = options.resolved(spec)  # usage errors before any work
     if resolved.sampler != "one-step" and spec.family != "resshift":
         raise UsageError(f"--sampler {resolved.sampler}: {spec.name} is a one-step model (only the ResShift "

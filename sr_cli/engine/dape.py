@@ -97,13 +97,17 @@ def read_dape(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def is_dape_state_dict(sd: dict[str, torch.Tensor]) -> bool:
+    """DAPE's file holds LoRA factors of RAM's image encoder or tagging head (RAM's own file has none)."""
+    return any(k.endswith("lora_A") and k.startswith(("visual_encoder.", "tagging_head.")) for k in sd)
+
+
 def is_dape_file(path: str | Path) -> bool:
     """Whether ``path`` reads as DAPE weights (for ``srx models import``)."""
     try:
-        sd = unwrap(safe_torch_load(path), Path(path))
+        return is_dape_state_dict(unwrap(safe_torch_load(path), Path(path)))
     except CheckpointFormatError:
         return False
-    return any(k.endswith("lora_A") and k.startswith(("visual_encoder.", "tagging_head.")) for k in sd)
 
 
 _QKV = re.compile(r"visual_encoder\.layers\.\d+\.blocks\.\d+\.attn\.qkv$")
@@ -239,3 +243,80 @@ class DapeTagger:
         logits = self.logits(image)
         keep = (torch.sigmoid(logits) > self.thresholds.to(logits.device)).cpu()
         return [", ".join(self.tags_list[i] for i in row.nonzero().flatten().tolist()) for row in keep]
+
+
+# ----------------------------------------------------------------------------- registry files
+
+EXTRACTORS = ("dape", "none")
+
+
+def prompt_extractor_for(spec, requested: str | None) -> str:
+    """``dape`` or ``none`` for this model: DAPE by default where the model has one (OSEDiff) and its text
+    condition is a prompt whose template takes ``{tags}``; other models ignore the option."""
+    from ..errors import UsageError
+
+    if requested is not None and requested not in EXTRACTORS:
+        raise UsageError(f"--prompt-extractor must be one of {', '.join(EXTRACTORS)}, got {requested!r}")
+    d = spec.defaults
+    if spec.ram is None or spec.dape is None or d.text_condition != "prompt" or "{tags}" not in d.prompt_template:
+        return "none"
+    return requested or "dape"
+
+
+def tagger_file_spec(spec, which: str):
+    """The spec under which the model's ``ram`` or ``dape`` file is resolved, imported and hashed
+    (``downloads/<model>/<file>`` in the srx cache, or the Hugging Face cache for RAM)."""
+    from dataclasses import replace
+
+    return replace(spec, weights=getattr(spec, which), part_of=None)
+
+
+def _how_to_get(spec, which: str) -> str:
+    src = getattr(spec, which)
+    if src.kind == "manual":
+        return f"{src.filename} ({src.instructions.rstrip('.')})"
+    return f"{src.filename} (run `srx models download {spec.name}` with network access)"
+
+
+def tagger_files(spec, download: bool = True, requested: str | None = None) -> tuple[Path, Path]:
+    """RAM's and DAPE's files for ``spec``, verified; a missing one is ONE error naming what to get."""
+    from .. import hub
+    from ..errors import WeightsMissingError
+
+    found, missing = {}, []
+    for which in ("ram", "dape"):
+        try:
+            found[which] = hub.resolve_weights(tagger_file_spec(spec, which), download=download)
+        except WeightsMissingError:
+            missing.append(which)
+    if missing:
+        why = ("--prompt-extractor dape needs" if requested == "dape"
+               else f"{spec.name} tags its input with DAPE by default (as the authors' results), which needs")
+        raise WeightsMissingError(f"{why} " + " and ".join(_how_to_get(spec, w) for w in missing)
+                                  + "; or pass --prompt-extractor none to run without tags")
+    return found["ram"], found["dape"]
+
+
+def load_dape_tagger(spec, download: bool = True, requested: str | None = None) -> DapeTagger:
+    ram_path, dape_path = tagger_files(spec, download, requested)
+    return DapeTagger.from_files(ram_path, dape_path)
+
+
+def import_tagger_file(spec, file: Path) -> Path | None:
+    """``srx models import osediff DAPE.pth`` (or RAM's file): copy it into the cache when it reads as one of the
+    model's tagger files; ``None`` when it is neither (then it is the model's own weights file, or nothing)."""
+    from .. import hub
+
+    if spec.ram is None or spec.dape is None:
+        return None
+    try:
+        sd = unwrap(safe_torch_load(file), Path(file))
+    except CheckpointFormatError:
+        return None
+    if is_dape_state_dict(sd):
+        which = "dape"
+    elif "label_embed" in sd and "visual_encoder.patch_embed.proj.weight" in sd:
+        which = "ram"
+    else:
+        return None
+    return hub.import_weights(tagger_file_spec(spec, which), Path(file))

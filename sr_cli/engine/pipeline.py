@@ -19,6 +19,7 @@ from ..errors import NumericalError, UsageError
 from ..registry import COLOR_FIXES, SAMPLERS, ModelSpec
 from .color import apply_color_fix
 from .resize import output_size, pil_resize, to_unit_float, upsample_input
+from .dape import DapeTagger, prompt_extractor_for
 from .sd_onestep import OneStepSD, pad_to_multiple
 from .tiling import plan_tiles, run_tiled
 
@@ -35,6 +36,7 @@ class UpscaleOptions:
     prompt: str | None = None
     seed: int | None = None
     sampler: str | None = None  # ResShift family: one-step | deterministic | stochastic
+    prompt_extractor: str | None = None  # OSEDiff: "dape" (its default: tags open the prompt) | "none"
 
     def resolved(self, spec: ModelSpec) -> "UpscaleOptions":
         d = spec.defaults
@@ -47,6 +49,7 @@ class UpscaleOptions:
             prompt=d.prompt if self.prompt is None else self.prompt,
             seed=self.seed,
             sampler=d.sampler if self.sampler is None else self.sampler,
+            prompt_extractor=prompt_extractor_for(spec, self.prompt_extractor),
         )
         opts.check()
         return opts
@@ -74,11 +77,14 @@ class SRModel:
     >>> sr = model.upscale(Image.open("photo.jpg"))
     """
 
-    def __init__(self, spec: ModelSpec, net: OneStepSD, device: torch.device, dtype: torch.dtype):
+    def __init__(self, spec: ModelSpec, net: OneStepSD, device: torch.device, dtype: torch.dtype,
+                 tagger: DapeTagger | None = None):
         self.spec = spec
         self.net = net.place(device, dtype)
         self.device = device
         self.dtype = dtype
+        # OSEDiff's DAPE prompt extractor (load_model loads it unless --prompt-extractor none).
+        self.tagger = tagger.place(device, dtype) if tagger is not None else None
 
     @property
     def name(self) -> str:
@@ -89,9 +95,29 @@ class SRModel:
         """The factor the model was trained for (x4 for every published model)."""
         return self.spec.defaults.scale
 
-    def text_for(self, prompt: str) -> str:
-        # Tags (OSEDiff's DAPE prompt extractor) are not computed: they stay empty.
-        return self.spec.defaults.prompt_template.format(tags="", prompt=prompt)
+    def text_for(self, prompt: str, tags: str = "") -> str:
+        """The text condition: the model's template filled with the tags (OSEDiff's DAPE) and the user prompt."""
+        return self.spec.defaults.prompt_template.format(tags=tags, prompt=prompt)
+
+    def tags_for(self, upsampled: torch.Tensor, options: UpscaleOptions | None = None) -> str:
+        """DAPE's tags for the upsampled input ``(1, 3, H, W)`` in [0, 1] ("" when the extractor is off).
+
+        Asking for ``dape`` from a model loaded without its tagger is an error, never a silent "no tags".
+        """
+        requested = (options or UpscaleOptions()).prompt_extractor
+        if prompt_extractor_for(self.spec, requested) != "dape":
+            return ""
+        if self.tagger is None:
+            if requested == "dape":
+                raise UsageError(f"--prompt-extractor dape: {self.name} was loaded without its DAPE tagger "
+                                 f"(load_model(..., prompt_extractor='dape'))")
+            return ""
+        return self.tagger.tags(upsampled)[0]
+
+    def prompt_for(self, upsampled: torch.Tensor, options: UpscaleOptions | None = None) -> str:
+        """The exact text this model conditions on for this (upsampled, [0, 1]) image."""
+        opts = (options or UpscaleOptions()).resolved(self.spec)
+        return self.text_for(opts.prompt, self.tags_for(upsampled, options))
 
     def fixed_timestep(self) -> int | None:
         t = self.spec.defaults.timestep
@@ -130,7 +156,7 @@ class SRModel:
         fixed = self.fixed_timestep()
         probe = reference if fixed is None else reference[:, :, :1, :1]
         timesteps = self.net.choose_timesteps(probe * 2 - 1, fixed).to(self.device)
-        text = self.net.text_condition(self.text_for(opts.prompt))
+        text = self.net.text_condition(self.prompt_for(reference, options))
         generator = None
         if opts.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(opts.seed)
