@@ -295,3 +295,38 @@ def test_evaluate_sinsr_end_to_end(sinsr_cached, tmp_path):
     ref = np.asarray(tensor_to_pil(model_obj.upscale_tensor(pil_to_tensor(Image.open(data / "LR" / "img0.png").convert("RGB")))))
     saved = list((tmp_path / "sr").rglob("img0.png"))
     assert len(saved) == 1 and np.array_equal(np.asarray(Image.open(saved[0]).convert("RGB")), ref)
+
+
+def test_sinsr_one_step_equals_the_authors_code_end_to_end(sinsr_cached, tmp_path):
+    """`srx upscale --model sinsr` against SinSR's own code (its UNet, autoencoder, diffusion and one-step
+    sampling, recorded by tests/fixtures/authors_parity/make_resshift_fixtures.py) on the tiny checkpoints:
+    the same padding, the same prior noise (fresh in the padded border), the same pixels."""
+    import importlib.util
+    import json
+
+    from sr_cli import load_model
+    from sr_cli.engine.pipeline import UpscaleOptions, pil_to_uint8
+
+    fixtures = Path(__file__).parent / "fixtures" / "authors_parity"
+    meta = json.loads((fixtures / "resshift_meta.json").read_text())
+    spec = importlib.util.spec_from_file_location("make_sd_fixtures", fixtures / "make_sd_fixtures.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    flat, ae = make_resshift_files(tmp_path / "flat")
+    assert (gen.checkpoint_digest(flat), gen.checkpoint_digest(ae)) == (meta["denoiser"], meta["autoencoder"]), \
+        "tests/tiny.py's ResShift checkpoints changed: re-run make_resshift_fixtures.py"
+
+    r = runner.invoke(app, ["upscale", str(fixtures / meta["lr"]), "--model", "sinsr", "--seed", str(meta["seed"]),
+                            "-o", str(tmp_path / "out"), "--device", "cpu", "--dtype", "fp32"])
+    assert r.exit_code == 0, r.output
+    ours = np.asarray(Image.open(tmp_path / "out" / "resshift_lr_srx.png")).astype(np.int16)
+    theirs = np.asarray(Image.open(fixtures / "sinsr_one_step.png")).astype(np.int16)
+    assert ours.shape == theirs.shape == (88, 120, 3)
+    diff = np.abs(ours - theirs)
+    assert diff.max() <= 1 and np.mean(diff > 0) < 0.01, (diff.max(), np.mean(diff > 0))
+
+    model = load_model("sinsr", device="cpu", dtype="fp32")
+    lr = pil_to_uint8(Image.open(fixtures / meta["lr"]))
+    out = model.upscale_tensor(lr, UpscaleOptions(seed=meta["seed"]))[0]
+    ref = torch.from_numpy(np.load(fixtures / "sinsr_one_step.npy").astype(np.float32) / 65535)
+    assert (out - ref).abs().max() * 255 < 0.05, (out - ref).abs().max() * 255
