@@ -172,3 +172,15 @@ def test_the_table_prints_folder_names_with_brackets_verbatim(hf_home, tmp_path)
     r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--outputs", str(results), "--metrics", "psnr"])
     assert r.exit_code == 0, r.output
     assert "pairs[bold]: 1 images" in r.stdout and "res[italic]" in r.stdout
+
+
+def test_an_unwritable_cache_fails_each_image_in_one_line(hf_home, tmp_path, monkeypatch):
+    data = make_set(tmp_path / "set", ["im0", "im1"], ["im0", "im1"])
+    (tmp_path / "a file").write_text("not a folder")
+    monkeypatch.setenv("SRX_CACHE", str(tmp_path / "a file" / "cache"))
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "psnr", "--json"])
+    assert r.exit_code == 1, r.output
+    system = json.loads(r.stdout)["systems"][0]
+    assert system["images_failed"] == 2 and all("cannot write" in i["error"] for i in system["per_image"])
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all(str(tmp_path / "a file" / "cache") in e for e in errors)
