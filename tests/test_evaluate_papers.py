@@ -89,10 +89,12 @@ def test_the_table_says_when_no_paper_numbers_are_recorded(tmp_path):
     from sr_cli.evaluate.runner import ImageResult, SystemResult
 
     def table_text(system: str) -> str:
+        import io
+
         result = SystemResult(system, "drealsr", tmp_path, {}, [ImageResult("im0", {"psnr": 27.0})])
-        console = Console(width=200, record=True, file=open("/dev/null", "w"))
+        console = Console(width=200, file=io.StringIO())
         console.print(summary_table([result], ["psnr"], "DRealSR", {}))
-        return " ".join(console.export_text().split())  # the caption wraps at the table's width
+        return " ".join(console.file.getvalue().split())  # the caption wraps at the table's width
 
     assert "no paper numbers recorded for hero-sr on DRealSR" in table_text("hero-sr")
     osediff = table_text("osediff")

@@ -233,7 +233,7 @@ def cached_output(sr_dir: Path, sample: Sample, digest: str) -> Path:
 
 def _older_outputs(sr_dir: Path, name: str, keep: Path) -> list[Path]:
     """Outputs cached for earlier contents of the LR image ``name`` (replaced by ``keep``)."""
-    pattern = re.compile(re.escape(name) + r"\.[0-9a-f]{%d}\.png" % LR_DIGEST_CHARS)
+    pattern = re.compile(re.escape(name) + rf"\.[0-9a-f]{{{LR_DIGEST_CHARS}}}\.png")
     try:
         return [p for p in sr_dir.iterdir() if p != keep and pattern.fullmatch(p.name)]
     except OSError:
