@@ -165,3 +165,38 @@ def test_models_info_and_import_name_the_prompt_extractor_files(dape_in_cache):
     assert r.exit_code == 0, r.output
     assert "ram_swin_large_14m.pth" in r.output and "DAPE.pth" in r.output and "Apache-2.0" in r.output
     assert (dape_in_cache / "srx" / "downloads" / "osediff" / "DAPE.pth").is_file()
+
+
+def test_evaluate_osediff_runs_with_dape_or_none_and_keys_its_cache_by_the_choice(dape_in_cache, tiny_sd, osediff_pkl,
+                                                                                  tmp_path):
+    from test_evaluate import make_pairs
+    from typer.testing import CliRunner
+
+    from sr_cli.cli import app
+
+    data = make_pairs(tmp_path / "set", n=2)
+    base = ["evaluate", "--dataset", str(data), "--model", "osediff", "--base", str(tiny_sd), "--weights",
+            str(osediff_pkl), "--metrics", "psnr", "--device", "cpu", "--dtype", "fp32"]
+    runs = {}
+    for choice in ("dape", "none"):
+        r = CliRunner().invoke(app, base + ["--prompt-extractor", choice, "--json-file", str(tmp_path / f"{choice}.json")])
+        assert r.exit_code == 0, r.output
+        doc = json.loads((tmp_path / f"{choice}.json").read_text())
+        runs[choice] = doc["systems"][0]
+    # Not served from each other's cache: both ran the model, and the tags changed the results.
+    assert runs["dape"]["model_runs"] == runs["none"]["model_runs"] == 2
+    assert runs["dape"]["mean"]["psnr"] != runs["none"]["mean"]["psnr"]
+
+
+def test_evaluate_osediff_without_dape_files_is_one_line_exit_2(hf_home, tiny_sd, osediff_pkl, tmp_path):
+    from test_evaluate import make_pairs
+    from typer.testing import CliRunner
+
+    from sr_cli.cli import app
+
+    data = make_pairs(tmp_path / "set", n=1)
+    r = CliRunner().invoke(app, ["evaluate", "--dataset", str(data), "--model", "osediff", "--base", str(tiny_sd),
+                                 "--weights", str(osediff_pkl), "--metrics", "psnr", "--device", "cpu"])
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "srx models import osediff DAPE.pth" in errors[0], r.output

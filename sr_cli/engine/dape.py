@@ -290,11 +290,37 @@ def tagger_files(spec, download: bool = True, requested: str | None = None) -> t
         except WeightsMissingError:
             missing.append(which)
     if missing:
-        why = ("--prompt-extractor dape needs" if requested == "dape"
-               else f"{spec.name} tags its input with DAPE by default (as the authors' results), which needs")
-        raise WeightsMissingError(f"{why} " + " and ".join(_how_to_get(spec, w) for w in missing)
-                                  + "; or pass --prompt-extractor none to run without tags")
+        raise WeightsMissingError(_missing_message(spec, missing, requested))
     return found["ram"], found["dape"]
+
+
+def _missing_message(spec, missing: list[str], requested: str | None) -> str:
+    why = ("--prompt-extractor dape needs" if requested == "dape"
+           else f"{spec.name} tags its input with DAPE by default (as the authors' results), which needs")
+    return (f"{why} " + " and ".join(_how_to_get(spec, w) for w in missing)
+            + "; or pass --prompt-extractor none to run without tags")
+
+
+def require_tagger_files(spec, requested: str | None = None) -> None:
+    """A usage error up front (before any work) when a tagger file is neither on disk nor downloadable now."""
+    from .. import hub
+    from ..errors import WeightsMissingError
+
+    def present(which: str) -> bool:
+        part = tagger_file_spec(spec, which)
+        src = part.weights
+        if hub.manual_path(part).is_file():
+            return True
+        if src.kind == "hub":
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(src.repo, src.filename, revision=src.revision)
+            return isinstance(cached, str) or not hub.offline()  # else fetched on first use
+        return False
+
+    missing = [w for w in ("ram", "dape") if not present(w)]
+    if missing:
+        raise WeightsMissingError(_missing_message(spec, missing, requested))
 
 
 def load_dape_tagger(spec, download: bool = True, requested: str | None = None) -> DapeTagger:

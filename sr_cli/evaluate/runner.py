@@ -99,6 +99,9 @@ class System:
     def upscale(self, lr: torch.Tensor, on_tile=None) -> torch.Tensor:
         raise NotImplementedError
 
+    def ready(self) -> None:
+        """Load what ``upscale`` needs; its errors concern the system, not an image (missing weights...)."""
+
 
 class BicubicBaseline(System):
     """Plain upsampling with the engine's own PIL-bicubic resize (the SR models' input upsampler)."""
@@ -125,6 +128,10 @@ class ModelSystem(System):
         self.name = model
         self.spec = resolve_spec(model, base, weights)
         self.options = options.resolved(self.spec)
+        if self.options.prompt_extractor == "dape":  # OSEDiff's tagger files: a usage error before any work
+            from ..engine.dape import require_tagger_files
+
+            require_tagger_files(self.spec, options.prompt_extractor)
         self.base, self.weights, self.device, self.dtype = base, weights, device, dtype
         self.compile_unet = compile_unet  # speed only: not part of the fingerprint
         self._model = None
@@ -160,6 +167,9 @@ class ModelSystem(System):
 
     def upscale(self, lr: torch.Tensor, on_tile=None) -> torch.Tensor:
         return self.model.upscale_tensor(lr, self.options, on_tile=on_tile)
+
+    def ready(self) -> None:
+        self.model  # noqa: B018 - loads it
 
 
 class FolderSystem(System):
@@ -246,7 +256,8 @@ def produce_outputs(system: System, eval_set: EvalSet, sr_dir: Path,
     """Make sure every sample's output exists in ``sr_dir``; returns (errors by name, model runs, outputs by name).
 
     An output is found by the LR file's content, so an LR image that changed under the same name
-    is computed again. A failure to read or write is that image's error; the others go on.
+    is computed again. A failure to read or write is that image's error; the others go on. A model
+    that cannot be loaded (weights missing, a broken file) stops the run with its own error, once.
     """
     errors: dict[str, str] = {}
     outputs: dict[str, Path] = {}
@@ -254,18 +265,23 @@ def produce_outputs(system: System, eval_set: EvalSet, sr_dir: Path,
     for sample in eval_set.samples:
         try:
             dest = cached_output(sr_dir, sample, lr_digest(sample.lr))
-            outputs[sample.name] = dest
-            if not dest.is_file():
-                with claimed(dest):  # a parallel evaluate computing the same output: wait for it, then reuse it
-                    if not dest.is_file():
-                        lr = read_image(sample.lr).model_input  # 8-bit images as uint8: the models' 8-bit input
-                        sr = system.upscale(lr)
-                        write_atomic(dest, encode_image(sr, None, "PNG"), overwrite=True)
-                        runs += 1
-                        for old in _older_outputs(sr_dir, sample.name, dest):
-                            old.unlink(missing_ok=True)
         except SrxError as e:
             errors[sample.name] = str(e)
+        else:
+            outputs[sample.name] = dest
+            if not dest.is_file():
+                system.ready()  # outside the per-image errors: a model that cannot load is no image's fault
+                try:
+                    with claimed(dest):  # a parallel evaluate computing the same output: wait for it, then reuse it
+                        if not dest.is_file():
+                            lr = read_image(sample.lr).model_input  # 8-bit images as uint8: the models' 8-bit input
+                            sr = system.upscale(lr)
+                            write_atomic(dest, encode_image(sr, None, "PNG"), overwrite=True)
+                            runs += 1
+                            for old in _older_outputs(sr_dir, sample.name, dest):
+                                old.unlink(missing_ok=True)
+                except SrxError as e:
+                    errors[sample.name] = str(e)
         if on_image:
             on_image(sample, errors.get(sample.name))
     return errors, runs, outputs
