@@ -166,7 +166,7 @@ def test_model_directory_round_trip(hf_home, tiny_sd, hero_pkl, tmp_path, lr):
     spec["base"] = {"path": str(tiny_sd)}
     spec["format"] = "srx"
     model_dir = write_model_dir(tmp_path / "m", spec, read_published(hero_pkl, "hero-sr-pkl"))
-    assert sorted(p.name for p in model_dir.iterdir()) == ["srx_model.json", "weights.safetensors"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["srx_checksums.json", "srx_model.json", "weights.safetensors"]
     a = load_model(str(model_dir), device="cpu", dtype="fp32").upscale_tensor(lr, EXACT)
     b = load_model("hero-sr", base=str(tiny_sd), weights=str(hero_pkl), device="cpu", dtype="fp32").upscale_tensor(lr, EXACT)
     assert torch.equal(a, b)
@@ -232,3 +232,34 @@ def test_nan_output_is_an_error(hf_home, osediff_pkl, lr):
         model.net.vae.decoder.conv_out.bias.fill_(float("nan"))
     with pytest.raises(NumericalError, match="NaN"):
         model.upscale_tensor(lr, EXACT)
+
+
+def test_8bit_image_goes_through_the_authors_8bit_resize_end_to_end(hf_home, tiny_sd, osediff_pkl):
+    """An 8-bit image (PIL, or uint8 as `srx upscale` passes it) is upsampled as the authors' script does it
+    (PIL's 8-bit bicubic, then ToTensor), and the result comes out on the script's 8-bit levels (ToPILImage)."""
+    import numpy as np
+    from diffusers import DDPMScheduler
+    from PIL import Image
+    from torchvision import transforms
+
+    from sr_cli.engine.pipeline import pil_to_uint8
+
+    rng = np.random.default_rng(5)
+    image = Image.fromarray(rng.integers(0, 256, (10, 14, 3), dtype=np.uint8))  # 4x: multiples of 8
+    model = load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl), device="cpu",
+                       dtype="fp32")
+    ours = model.upscale_tensor(pil_to_uint8(image), EXACT)
+    via_pil = model.upscale(image, EXACT)
+
+    unet, vae = authors_style_osediff(tiny_sd, osediff_pkl)
+    sched = DDPMScheduler.from_pretrained(tiny_sd, subfolder="scheduler")
+    x = transforms.ToTensor()(image.resize((56, 40), Image.BICUBIC))[None] * 2 - 1  # the 8-bit-resized input
+    y = (one_step_formula(unet, vae, sched.alphas_cumprod, x, 999, clip_embedding(tiny_sd, ", ,")) + 1) / 2
+    expected = (y * 255).floor() / 255  # ToPILImage's levels
+    assert ours.shape == (1, 3, 40, 56)
+    diff = (ours - expected).abs() * 255
+    assert diff.max() <= 1 + 1e-3 and (diff > 0.5).float().mean() < 0.01  # a level apart only at float ties
+    assert np.array_equal(np.asarray(via_pil), (ours[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    # the float path (what a 16-bit image takes) would have fed a different input
+    float_input = upsampled(pil_to_uint8(image).float() / 255)
+    assert (float_input - x).abs().max() > 0.5 / 255

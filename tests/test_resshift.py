@@ -330,3 +330,46 @@ def test_sinsr_one_step_equals_the_authors_code_end_to_end(sinsr_cached, tmp_pat
     out = model.upscale_tensor(lr, UpscaleOptions(seed=meta["seed"]))[0]
     ref = torch.from_numpy(np.load(fixtures / "sinsr_one_step.npy").astype(np.float32) / 65535)
     assert (out - ref).abs().max() * 255 < 0.05, (out - ref).abs().max() * 255
+
+
+def test_padded_tile_gets_fresh_prior_noise(tmp_path):
+    """A tile whose sides are not multiples of the network's (here 8) is reflect-padded, but its prior noise in
+    the padding is drawn fresh from the sampler's generator (the authors' randn_like of the padded latent),
+    not mirrored from the tile's own noise."""
+    unet, vq = make_tiny_swin_unet(), make_tiny_vq()
+    model = ResShiftSR.from_checkpoint(read_resshift(*make_resshift_files(tmp_path, "flat", unet, vq)))
+    g = torch.Generator().manual_seed(2)
+    lr = torch.rand(1, 3, 10, 13, generator=g) * 2 - 1
+    eps = torch.randn(1, 3, 10, 13, generator=g)
+    with torch.no_grad():
+        ours = model.sample(torch.cat([lr, eps], 1), "one-step", torch.Generator().manual_seed(9))
+    fresh = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    fresh[:, :, :10, :13] = eps
+    padded_lr = F.pad(lr, (0, 3, 0, 6), mode="reflect")
+    ref = independent_one_step(unet, vq, padded_lr, fresh)[:, :, :40, :52]
+    mirrored = independent_one_step(unet, vq, padded_lr, F.pad(eps, (0, 3, 0, 6), mode="reflect"))[:, :, :40, :52]
+    assert ours.shape == (1, 3, 40, 52)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert (ours - mirrored).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("name", ["resshift", "sinsr", "hf-diff"])
+def test_family_defaults_are_the_authors_chopping(name):
+    """512 LR pixels per tile, stride 448 (overlap 64), in the output pixels that --tile/--overlap count."""
+    from sr_cli.registry import get_spec
+
+    d = get_spec(name).defaults
+    assert (d.tile, d.overlap) == (4 * 512, 4 * 64)
+
+
+def test_only_inputs_larger_than_512_lr_pixels_are_chopped(sinsr_cached):
+    from sr_cli import load_model
+    from sr_cli.engine.pipeline import UpscaleOptions
+
+    model = load_model("sinsr", device="cpu", dtype="fp32")
+    g = torch.Generator().manual_seed(0)
+    for width, tiles in ((512, 1), (520, 2)):
+        calls = []
+        lr = torch.rand(1, 3, 8, width, generator=g)
+        out = model.upscale_tensor(lr, UpscaleOptions(), on_tile=lambda done, total: calls.append(total))
+        assert out.shape == (1, 3, 32, 4 * width) and calls[-1] == tiles
