@@ -184,3 +184,13 @@ def test_an_unwritable_cache_fails_each_image_in_one_line(hf_home, tmp_path, mon
     assert system["images_failed"] == 2 and all("cannot write" in i["error"] for i in system["per_image"])
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and all(str(tmp_path / "a file" / "cache") in e for e in errors)
+
+
+def test_a_model_that_cannot_load_is_one_error_and_a_usage_exit(hf_home, tmp_path):
+    """Missing weights concern the model, not each image: one line, exit 2, {"error"} under --json."""
+    data = make_set(tmp_path / "set", ["im0", "im1", "im2"], ["im0", "im1", "im2"])
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "sinsr", "--metrics", "psnr", "--json"])
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "SinSR_v1.pth" in errors[0] and "offline" in errors[0]
+    assert json.loads(r.stdout) == {"error": errors[0].removeprefix("error: ")}
