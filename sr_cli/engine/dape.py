@@ -79,10 +79,20 @@ def _published_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _load_mapped(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` memory-mapped: RAM's 5.6 GB file also holds a text decoder and encoder
+    the tagger never reads, so only the tensors used are paged in. Files in the legacy (non-zip) format, and
+    every error, go through ``safe_torch_load``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return safe_torch_load(path)
+
+
 def read_ram(path: str | Path) -> dict[str, torch.Tensor]:
     """``ram_swin_large_14m.pth`` as a flat state dict with RAM's current names."""
     path = Path(path)
-    sd = _published_names(unwrap(safe_torch_load(path), path))
+    sd = _published_names(unwrap(_load_mapped(path), path))
     if "label_embed" not in sd or "visual_encoder.patch_embed.proj.weight" not in sd:
         raise CheckpointFormatError(f"{path}: not a RAM checkpoint (no label_embed / visual_encoder weights)")
     return sd
@@ -110,6 +120,7 @@ def is_dape_file(path: str | Path) -> bool:
         return False
 
 
+TAGGER_KEYS = ("visual_encoder.", "image_proj.", "label_embed", "wordvec_proj.", "tagging_head.", "fc.")
 _QKV = re.compile(r"visual_encoder\.layers\.\d+\.blocks\.\d+\.attn\.qkv$")
 _TAG_ENCODER = re.compile(r"tag_encoder\.encoder\.layer\.(\d+)\.crossattention\.self\.(query|key)$")
 
@@ -124,7 +135,8 @@ def merge_dape(ram: dict[str, torch.Tensor], dape: dict[str, torch.Tensor]) -> d
     """
     merged = dict(ram)
     merged.update({k: v for k, v in dape.items() if not k.endswith(("lora_A", "lora_B"))})
-    merged = {k: v.float() if v.is_floating_point() else v for k, v in merged.items()}
+    # Only the tagger's tensors (RAM's file also holds a text encoder/decoder that stay unread).
+    merged = {k: v.float() if v.is_floating_point() else v for k, v in merged.items() if k.startswith(TAGGER_KEYS)}
     head_layers = _count(merged, r"tagging_head\.encoder\.layer\.(\d+)\.")
     for a_key in sorted(k for k in dape if k.endswith(".lora_A")):
         module = a_key.removesuffix(".lora_A")
@@ -228,8 +240,9 @@ class DapeTagger:
         """(B, 3, H, W) in [0, 1] -> RAM's input: bilinear to 384² (no antialias), ImageNet-normalized."""
         p = next(self.net.parameters())
         size = self.net.image_size
-        x = image.to(device=p.device, dtype=torch.float32)
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        # Resized where the image lies (the host, for the engine): device memory does not grow with the image.
+        x = F.interpolate(image.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        x = x.to(p.device)
         mean = torch.as_tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(-1, 1, 1)
         std = torch.as_tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(-1, 1, 1)
         return x.sub(mean).div(std).to(p.dtype)
