@@ -33,6 +33,9 @@ def test_paper_rows_match_the_osediff_table():
          "musiq": 64.65, "maniqa": 0.5899, "clipiqa": 0.6963})
     _, realsr, _ = paper_values("osediff", "RealSR")
     assert (realsr["psnr"], realsr["ssim"]) == (25.15, 0.7341)
+    from sr_cli.evaluate.report import paper_numbers
+
+    assert all(".txt" not in row["source"] for row in paper_numbers())  # sources are papers, not local files
 
 
 def _missing_real_files(name: str) -> str | None:
@@ -98,4 +101,5 @@ def test_the_table_says_when_no_paper_numbers_are_recorded(tmp_path):
 
     assert "no paper numbers recorded for hero-sr on DRealSR" in table_text("hero-sr")
     osediff = table_text("osediff")
-    assert "paper: OSEDiff-s1 (osediff.txt Table 1/7)" in osediff and "27.92" in osediff and "-0.92" in osediff
+    assert "paper: OSEDiff-s1 (OSEDiff paper (arXiv:2406.08177) Tables 1 and 7)" in osediff
+    assert "27.92" in osediff and "-0.92" in osediff
