@@ -129,7 +129,7 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
             w = part.weights
             where = f"hf://{w.repo}/{w.filename}@{w.revision}" if w.kind == "hub" else "manual download"
             rows += [(label, f"{w.filename} ({where}), license {w.license or '-'}"),
-                     (f"{label} status", weights_status(part))]
+                     (f"{label} status", "cached" if hub.manual_path(part).is_file() else weights_status(part))]
             if w.instructions:
                 rows.append((f"{label}: how to get it", w.instructions))
     rows += [
