@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +158,17 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
+@contextlib.contextmanager
+def library_deprecations_silenced():
+    """pyiqa builds torchvision networks with ``pretrained=`` and calls SciPy with ``disp=``: the deprecation
+    warnings that triggers are addressed to pyiqa's developers, not to srx users (filtered by message only)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The parameter 'pretrained' is deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Arguments other than a weight enum", category=UserWarning)
+        warnings.filterwarnings("ignore", message="The `disp` argument is deprecated", category=DeprecationWarning)
+        yield
+
+
 class MetricSuite:
     """The requested metrics, created once; ``unavailable`` maps a metric to why it is not computed."""
 
@@ -168,7 +180,8 @@ class MetricSuite:
         pyiqa = import_pyiqa()
         for m in defs:
             try:
-                with weights_downloads_reported(m.name), contextlib.redirect_stdout(_Sink()):
+                with weights_downloads_reported(m.name), contextlib.redirect_stdout(_Sink()), \
+                        library_deprecations_silenced():
                     self.models[m.name] = pyiqa.create_metric(m.pyiqa_name, device=device, **m.kwargs)
             except MetricUnavailable as e:
                 self.unavailable[m.name] = str(e)
@@ -200,7 +213,7 @@ class MetricSuite:
     def score_sets(self, sr_dir, hr_dir) -> dict[str, float]:
         out = {}
         for m in self.set_metrics:
-            with contextlib.redirect_stdout(_Sink()):
+            with contextlib.redirect_stdout(_Sink()), library_deprecations_silenced():
                 value = self.models[m.name](str(sr_dir), str(hr_dir), verbose=False, num_workers=0)
             out[m.name] = float(value)
         return out
