@@ -368,3 +368,14 @@ def test_ctrl_c_while_loading_still_prints_the_json_document(tmp_path):
         rc, out, err = _interrupt_after(delay, [str(src), "-o", str(tmp_path / "out"), "--json"])
         assert rc == 130 and "Traceback" not in err, (delay, err)
         assert json.loads(out)["interrupted"] is True
+
+
+def test_read_only_cache_still_upscales(tmp_path, hf_home, tiny_sd, osediff_pkl, monkeypatch):
+    """A published checkpoint is converted into the cache once; a read-only cache only means no reuse."""
+    src = _png(tmp_path / "a.png")
+    with _mounted_tmpfs(tmp_path / "ro-cache", "ro,size=1m") as ro:
+        monkeypatch.setenv("SRX_CACHE", str(ro))
+        r = _upscale(src, "--model", "osediff", "--base", tiny_sd, "--weights", osediff_pkl, "--tile", "0",
+                     "--prompt-extractor", "none", "-o", tmp_path / "o.png")
+        assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+        assert Image.open(tmp_path / "o.png").size == (64, 64)
