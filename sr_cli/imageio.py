@@ -269,7 +269,7 @@ _SIGNATURES = ((PNG_SIGNATURE, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "G
                (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"), (b"BM", "BMP"))
 
 
-def _register_optional_plugins() -> None:
+def register_optional_plugins() -> None:
     """Let Pillow read HEIC/AVIF/JPEG XL when their plugin packages are installed (some need registering)."""
     global _plugins_registered
     if _plugins_registered:
@@ -496,7 +496,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
         raise ImageReadError(f"{path}: not a regular file ({_file_kind(st.st_mode)})")
     if st.st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
-    _register_optional_plugins()
+    register_optional_plugins()
     messages = _LibraryMessages()
     try:
         with messages.capture():
