@@ -3,7 +3,12 @@
 Reading gives float tensors in [0, 1]: the color (always 3 channels, grayscale replicated), the alpha
 channel when there is one, and what is needed to write the result back the same way (grayscale?,
 8 or 16 bits, format, EXIF without the orientation tag, ICC profile, DPI). EXIF orientation is applied
-on reading. 16-bit color PNG and TIFF, which Pillow reads only as 8-bit, go through pypng and tifffile.
+on reading. 16-bit color and gray+alpha PNG and TIFF, which Pillow reads only as 8-bit (or not at all), go
+through pypng and tifffile. Damaged files are one ImageReadError naming the file; damaged metadata is left
+out with a note; what the libraries would print (warnings, log lines, libtiff's stderr) becomes notes.
+
+Encoding copies the EXIF into every format that holds it; into TIFF by merging its tags (Exif and GPS
+sub-directories included) into the file's first directory, which neither Pillow's libtiff writer nor tifffile do.
 
 Writing is atomic: a temporary file in the target folder, flushed to disk, renamed into place.
 """
