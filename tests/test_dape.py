@@ -200,3 +200,21 @@ def test_evaluate_osediff_without_dape_files_is_one_line_exit_2(hf_home, tiny_sd
     assert r.exit_code == 2, r.output
     errors = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "srx models import osediff DAPE.pth" in errors[0], r.output
+
+
+def test_models_verify_checks_the_prompt_extractor_files(dape_in_cache, osediff_pkl):
+    from typer.testing import CliRunner
+
+    from sr_cli import hub
+    from sr_cli.cli import app
+    from sr_cli.registry import get_spec
+
+    hub.import_weights(get_spec("osediff"), osediff_pkl)
+    runner = CliRunner()
+    r = runner.invoke(app, ["models", "verify", "osediff"])
+    assert r.exit_code == 0, r.output
+    assert "ram_swin_large_14m.pth OK" in r.output and "DAPE.pth OK" in r.output
+    dape = dape_in_cache / "srx" / "downloads" / "osediff" / "DAPE.pth"
+    dape.write_bytes(dape.read_bytes() + b"altered")
+    r = runner.invoke(app, ["models", "verify", "osediff"])
+    assert r.exit_code == 2 and "DAPE.pth: sha256 mismatch" in r.output, r.output

@@ -211,6 +211,20 @@ def verify(name: Annotated[str, typer.Argument(help="Model name, or a saved mode
     read_published(path, spec.format, spec.weights.filename)
     print_line(f"{name}: {path} OK (sha256 {hub.sha256_file(path)})"
                + (f"; converted copy {converted} OK" if converted else ""))
+    if spec.ram is not None and spec.dape is not None:  # OSEDiff's prompt extractor: checked where present
+        from ..engine.dape import read_dape, read_ram, tagger_file_spec
+        from ..errors import WeightsMissingError
+
+        for which, read in (("ram", read_ram), ("dape", read_dape)):
+            part = tagger_file_spec(spec, which)
+            try:
+                path = hub.resolve_weights(part, download=False)  # raises on an altered file
+            except WeightsMissingError:
+                print_line(f"{name}: prompt extractor {part.weights.filename} not present "
+                           f"(needed unless --prompt-extractor none; see `srx models info {name}`)")
+                continue
+            read(path)
+            print_line(f"{name}: prompt extractor {path} OK")
 
 
 @app.command("import")
