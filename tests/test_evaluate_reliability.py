@@ -194,3 +194,20 @@ def test_a_model_that_cannot_load_is_one_error_and_a_usage_exit(hf_home, tmp_pat
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "SinSR_v1.pth" in errors[0] and "offline" in errors[0]
     assert json.loads(r.stdout) == {"error": errors[0].removeprefix("error: ")}
+
+
+def test_ctrl_c_under_json_still_prints_a_document(hf_home, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    data = make_set(tmp_path / "set", ["im0"], ["im0", "im9"])  # im9: a note on stderr, then metrics load
+    proc = subprocess.Popen([sys.executable, "-m", "sr_cli.cli", "evaluate", "--dataset", str(data), "--model",
+                             "bicubic", "--metrics", "psnr", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    for line in proc.stderr:
+        if line.startswith("note:"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and json.loads(out) == {"error": "interrupted"}

@@ -97,6 +97,10 @@ def evaluate(
         if json_out:
             _emit_json({"error": str(e)})
         raise
+    except KeyboardInterrupt:  # exit 130 (report_errors); a --json reader still gets a document
+        if json_out:
+            _emit_json({"error": "interrupted"})
+        raise
 
 
 def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, metrics, limit, tile, overlap,
