@@ -6,7 +6,7 @@ Python API::
     model = load_model("osediff")          # or a saved-model directory
     sr = model.upscale(pil_image)          # PIL in, PIL out (x4 by default)
 
-Heavy imports (torch, diffusers) happen on first use so that ``srx --help`` stays instant.
+Heavy imports (torch, diffusers) happen on first use so that ``srx --help`` stays quick.
 """
 
 __version__ = "0.1.0"

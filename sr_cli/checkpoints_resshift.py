@@ -143,7 +143,7 @@ def check_denoiser(path: Path, expected: str | None = None) -> dict[str, Any]:
     """Refuse a file that is not a ResShift-family denoiser (before it is imported); returns its config."""
     state = unwrap_state_dict(safe_torch_load(path, expected), path)
     if "encoder.conv_in.weight" in state:
-        raise CheckpointFormatError(f"{path}: this is the VQ autoencoder, not the denoiser (import it with "
+        raise CheckpointFormatError(f"{path}: this is the VQ autoencoder, not a ResShift denoiser (import it with "
                                     f"--autoencoder)")
     try:
         return infer_unet_config(state, path)

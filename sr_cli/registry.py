@@ -124,7 +124,10 @@ class ModelSpec:
     part_of: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The manifest keys (what srx_model.json holds): without srx's own ``part_of``."""
+        d = asdict(self)
+        d.pop("part_of")
+        return d
 
 
 def _build(cls, table: Any, where: str):

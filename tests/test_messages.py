@@ -188,7 +188,7 @@ def test_suggested_autoencoder_import_works(hf_home, tmp_path, monkeypatch):
     assert hub.resolve_weights(ae_spec, download=False).read_bytes() == autoencoder.read_bytes()
     # The denoiser is no autoencoder: refused, naming the option it needs instead.
     result = runner.invoke(app, ["models", "import", "sinsr", str(autoencoder)])
-    assert result.exit_code == 2 and "this is the VQ autoencoder, not the denoiser" in result.stderr
+    assert result.exit_code == 2 and "this is the VQ autoencoder, not a ResShift denoiser (import it with --autoencoder)" in result.stderr
 
 
 def test_check_suggestions_catches_a_made_up_command(tmp_path):
