@@ -302,3 +302,22 @@ def test_16_bit_cmyk_tiff_is_refused_not_read_as_rgba(tmp_path):
     tifffile.imwrite(tmp_path / "cmyk.tif", (RNG.random((6, 8, 4)) * 65535).astype(np.uint16), photometric="separated")
     with pytest.raises(ImageReadError, match=r"cmyk\.tif: unsupported TIFF layout .*photometric 5"):
         read_image(tmp_path / "cmyk.tif")
+
+
+def test_upscale_to_tiff_keeps_camera_exif_and_16_bit_gray_alpha(tmp_path):
+    from typer.testing import CliRunner
+
+    from sr_cli.cli import app
+
+    _jpeg(tmp_path / "cam.jpg", _camera_exif().tobytes())
+    la16 = (RNG.random((6, 8, 2)) * 65535).astype(np.uint16)
+    with open(tmp_path / "la16.png", "wb") as f:
+        png.Writer(8, 6, greyscale=True, alpha=True, bitdepth=16).write(f, la16.reshape(6, 16))
+    r = CliRunner().invoke(app, ["upscale", str(tmp_path / "cam.jpg"), str(tmp_path / "la16.png"), "--format", "tiff",
+                                 "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    with Image.open(tmp_path / "out" / "cam_srx.tif") as im:
+        assert im.size == (32, 24) and im.getexif().get_ifd(0x8769)[0x9003] == "2024:05:01 12:00:00"
+    with tifffile.TiffFile(tmp_path / "out" / "la16_srx.tif") as tif:
+        page = tif.pages.first
+        assert (page.shape, page.dtype, page.photometric) == ((24, 32, 2), np.uint16, tifffile.PHOTOMETRIC.MINISBLACK)
