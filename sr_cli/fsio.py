@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,6 +31,14 @@ CLAIM_SUFFIX = ".srx-claim"
 LOCK_SUFFIX = ".srx-lock"
 
 _umask_lock = threading.Lock()
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+NO_LOCK_STALE_SECONDS = 24 * 3600  # without flock (Windows): a temporary file is stale when this old
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; claims always succeed, staleness goes by age
+    fcntl = None
 
 
 class DestinationExists(FileExistsError):
@@ -64,7 +72,14 @@ def new_file_mode(dest: Path | None = None) -> int:
     return 0o666 & ~current_umask()
 
 
+def _lock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
 def _try_lock(fd: int) -> bool:
+    if fcntl is None:
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -86,10 +101,10 @@ def _same_file(fd: int, path: Path) -> bool:
 def _open_locked(path: Path, blocking: bool) -> int | None:
     """Open (creating) ``path`` and take its exclusive lock; None when another process holds it."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~current_umask())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o666 & ~current_umask())
         try:
             if blocking:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                _lock(fd)
             elif not _try_lock(fd):
                 os.close(fd)
                 return None
@@ -107,7 +122,7 @@ def _temp_path(dest: Path) -> tuple[int, Path]:
         fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=TEMP_SUFFIX)
         tmp = Path(name)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # our own fresh file: only a stale-file sweep can race us
+            _lock(fd)  # our own fresh file: only a stale-file sweep can race us
             if _same_file(fd, tmp):
                 return fd, tmp
         except BaseException:
@@ -245,8 +260,13 @@ def claimed(dest: str | Path, best_effort: bool = True) -> Iterator[None]:
 
 def is_stale(path: Path) -> bool:
     """Whether no process holds the lock of a temporary or claim file (its owner is gone)."""
+    if fcntl is None:
+        try:
+            return time.time() - path.lstat().st_mtime > NO_LOCK_STALE_SECONDS
+        except OSError:
+            return False
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_NOFOLLOW)
     except OSError:
         return False
     try:
@@ -273,11 +293,11 @@ def stale_files(folder: Path) -> list[Path]:
 def remove_stale(path: Path) -> bool:
     """Remove a stale temporary/claim file, checking under its lock that it is still stale and still there."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC | _O_NOFOLLOW)
     except OSError:
         return False
     try:
-        if not _try_lock(fd) or not _same_file(fd, path):
+        if not _try_lock(fd) or not _same_file(fd, path) or (fcntl is None and not is_stale(path)):
             return False
         path.unlink(missing_ok=True)
         return True
