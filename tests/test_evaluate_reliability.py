@@ -211,3 +211,20 @@ def test_ctrl_c_under_json_still_prints_a_document(hf_home, tmp_path):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130 and json.loads(out) == {"error": "interrupted"}
+
+
+def test_reports_carry_the_pairing_notes_and_get_the_umask_permissions(hf_home, tmp_path):
+    data = make_set(tmp_path / "set", ["im0", "im1_LR4"], ["im0", "im1_HR", "im3"])
+    out = tmp_path / "out"
+    previous = os.umask(0o027)
+    try:
+        r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "psnr",
+                                "--json", "--json-file", str(out / "r.json"), "--csv", str(out / "r.csv"),
+                                "--sheet", str(out / "s.png"), "--save-images", str(out / "sr")])
+    finally:
+        os.umask(previous)
+    assert r.exit_code == 0, r.output
+    notes = json.loads(r.stdout)["notes"]
+    assert any("no LR image for im3.png" in n for n in notes) and any("im1_LR4.png" in n for n in notes)
+    files = [out / "r.json", out / "r.csv", out / "s.png", out / "sr" / "im0.png", out / "sr" / "im1_LR4.png"]
+    assert {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o640)}

@@ -193,7 +193,7 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
         print_line(f"saved {count} SR images to {save_dir}")
     if sheet:
         report_write(lambda: comparison_sheet(eval_set, {r.system: r for r in results}, sheet, count=sheet_images))
-    doc = report_json(results, eval_set.paper_name, suite.unavailable)
+    doc = {**report_json(results, eval_set.paper_name, suite.unavailable), "notes": eval_set.notes}
     if json_path:
         report_write(lambda: write_text(json_path, json.dumps({**doc, "write_errors": write_errors}, indent=2) + "\n"))
     if json_out:
