@@ -49,12 +49,23 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+# Digests computed in this process, by file identity: loading a model hashes its files when they are verified
+# and again to find their converted copy (hundreds of MB for the ResShift family). Any change to a file
+# (size, modification time, inode) makes it hashed again.
+_DIGESTS: dict[tuple, str] = {}
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        identity = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if identity in _DIGESTS:
+            return _DIGESTS[identity]
+        h = hashlib.sha256()
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    _DIGESTS[identity] = h.hexdigest()
+    return _DIGESTS[identity]
 
 
 # ----------------------------------------------------------------------------- sha256 lock
