@@ -347,11 +347,16 @@ class _LibraryMessages(logging.Handler):
         """What C code (libtiff) prints on file descriptor 2 meanwhile, collected instead of shown."""
         try:
             sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError):  # no stderr to protect
+            sink = tempfile.TemporaryFile()  # noqa: SIM115 - entered below, once it exists
+        except (OSError, ValueError):  # no stderr, or no temporary folder: the messages are shown, nothing fails
             yield
             return
-        with tempfile.TemporaryFile() as sink:
+        with sink:
+            try:
+                saved = os.dup(2)
+            except OSError:
+                yield
+                return
             os.dup2(sink.fileno(), 2)
             try:
                 yield
