@@ -116,26 +116,34 @@ def _upscale(args: list[str], out: Path):
 def test_osediff_upscale_conditions_on_the_authors_dape_prompt(dape_in_cache, tiny_sd, osediff_pkl, tmp_path):
     from reference import clip_embedding
 
+    from sr_cli.engine.pipeline import UpscaleOptions, pil_to_uint8
     from sr_cli.engine.resize import upsample_input
     from sr_cli.loading import load_model
-    from sr_cli.engine.pipeline import pil_to_uint8
-
-    lr = FIXTURES / "lr_a.png"
-    model_args = [str(lr), "--model", "osediff", "--base", str(tiny_sd), "--weights", str(osediff_pkl)]
-    r, with_tags = _upscale(model_args, tmp_path / "dape.png")
-    assert r.exit_code == 0, r.output
 
     model = load_model("osediff", base=str(tiny_sd), weights=str(osediff_pkl), device="cpu", dtype="fp32")
-    x = pil_to_uint8(Image.open(lr).convert("RGB"))
-    upsampled = upsample_input(x, x.shape[-2] * 4, x.shape[-1] * 4)
-    prompt = model.prompt_for(upsampled)
-    assert prompt == EXPECTED["images"]["a"]["validation_prompt"]  # the authors' f"{tags}, {prompt},"
+    # The prompt srx builds for the fixture image is the authors' f"{tags}, {prompt},", tags included.
+    x = pil_to_uint8(Image.open(FIXTURES / "lr_a.png").convert("RGB"))
+    prompt = model.prompt_for(upsample_input(x, x.shape[-2] * 4, x.shape[-1] * 4))
+    assert prompt == EXPECTED["images"]["a"]["validation_prompt"]
     # The embedding the UNet gets is the authors' encode_prompt of that text (CLIP, padded to 77, no mask).
     embedding = model.net.text_condition(prompt)
     torch.testing.assert_close(embedding, clip_embedding(tiny_sd, prompt), rtol=0, atol=1e-6)
     assert (embedding - model.net.text_condition(", ,")).abs().max() > 0.1  # not the no-tags condition
-    # ... and the command used exactly that: same image as the library call.
+
+    # `srx upscale` conditions on the same text as the library (a small crop keeps the UNet runs cheap).
+    lr = tmp_path / "crop.png"
+    Image.open(FIXTURES / "lr_a.png").crop((40, 40, 64, 60)).save(lr)
+    x = pil_to_uint8(Image.open(lr))
+    assert model.prompt_for(upsample_input(x, 80, 96)).count(", ") >= 3  # a few tags for this crop too
+    model_args = [str(lr), "--model", "osediff", "--base", str(tiny_sd), "--weights", str(osediff_pkl)]
+    r, with_tags = _upscale(model_args, tmp_path / "dape.png")
+    assert r.exit_code == 0, r.output
     assert np.array_equal(np.asarray(model.upscale(Image.open(lr), color_fix="none", tile=0)), with_tags)
+    r, no_tags = _upscale(model_args + ["--prompt-extractor", "none"], tmp_path / "none.png")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(no_tags, np.asarray(model.upscale(Image.open(lr), UpscaleOptions(
+        color_fix="none", tile=0, prompt_extractor="none"))))
+    assert not np.array_equal(with_tags, no_tags)
 
 
 def test_osediff_without_dape_files_says_what_to_get_unless_asked_for_none(hf_home, tiny_sd, osediff_pkl, tmp_path):
