@@ -321,3 +321,17 @@ def test_upscale_to_tiff_keeps_camera_exif_and_16_bit_gray_alpha(tmp_path):
     with tifffile.TiffFile(tmp_path / "out" / "la16_srx.tif") as tif:
         page = tif.pages.first
         assert (page.shape, page.dtype, page.photometric) == ((24, 32, 2), np.uint16, tifffile.PHOTOMETRIC.MINISBLACK)
+
+
+def test_upscale_to_jpeg_notes_exif_too_long_for_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from sr_cli.cli import app
+
+    exif = _camera_exif()
+    exif[0x010E] = "x" * 70_000
+    Image.fromarray(_rgb()).save(tmp_path / "big.png", exif=exif.tobytes())
+    r = CliRunner().invoke(app, ["upscale", str(tmp_path / "big.png"), "-o", str(tmp_path / "out.jpg")])
+    assert r.exit_code == 0, r.output
+    assert f"note: {tmp_path / 'big.png'}: EXIF not copied: " in r.stderr
+    assert Image.open(tmp_path / "out.jpg").size == (32, 24)

@@ -318,7 +318,8 @@ def convert_one(sr, job, options, quality: int, max_pixels: int, overwrite: bool
             color = color * alpha + (1 - alpha)  # flatten onto white
             alpha = None
     data = encode_image(color, alpha, out_fmt, grayscale=image.grayscale, bit_depth=image.bit_depth,
-                        quality=quality, exif=image.exif, icc_profile=image.icc_profile, dpi=image.dpi)
+                        quality=quality, exif=image.exif, icc_profile=image.icc_profile, dpi=image.dpi,
+                        notes=job.notes)
     write_atomic(job.dest, data, overwrite=overwrite)
     job.output_size = (color.shape[-1], color.shape[-2])
     job.output_bytes = len(data)
