@@ -82,7 +82,7 @@ def test_unknown_model_and_bad_options(hf_home, img, osediff_pkl, tiny_sd, tmp_p
                             str(osediff_pkl), "--tile", "100", "--prompt-extractor", "none"])
     assert r.exit_code == 2 and "multiple of 8" in r.output
     r = runner.invoke(app, ["upscale", str(tmp_path / "missing.png"), "--model", "osediff"])
-    assert r.exit_code == 1 and "missing.png: no such file" in r.output  # a failed file, not a usage error
+    assert r.exit_code == 2 and "missing.png: no such file" in r.output  # no input at all: a usage error
 
 
 def test_models_import_then_verify_and_use(hf_home, hero_pkl, tiny_sd, img, tmp_path):
