@@ -228,3 +228,20 @@ def test_reports_carry_the_pairing_notes_and_get_the_umask_permissions(hf_home, 
     assert any("no LR image for im3.png" in n for n in notes) and any("im1_LR4.png" in n for n in notes)
     files = [out / "r.json", out / "r.csv", out / "s.png", out / "sr" / "im0.png", out / "sr" / "im1_LR4.png"]
     assert {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o640)}
+
+
+def test_a_metric_that_cannot_score_an_image_fails_that_image_in_one_line(hf_home, tmp_path):
+    """MS-SSIM's five scales need more than 32x24 pixels: pyiqa raises; the image fails, the run goes on."""
+    data = make_set(tmp_path / "set", ["im0", "im1"], ["im0", "im1"])
+    _image(data / "HR" / "big.png", (192, 192), seed=5)
+    _image(data / "LR" / "big.png", (48, 48), seed=6)
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "psnr,ms_ssim",
+                            "--json"])
+    assert r.exit_code == 1, r.output
+    system = json.loads(r.stdout)["systems"][0]
+    by_name = {i["image"]: i for i in system["per_image"]}
+    assert "ms_ssim" in by_name["big"] and "psnr" in by_name["big"] and "error" not in by_name["big"]
+    for name in ("im0", "im1"):
+        assert by_name[name]["error"].startswith(f"{data / 'LR' / name}.png: metric 'ms_ssim' cannot score this image")
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and system["mean"]["psnr"] == by_name["big"]["psnr"]

@@ -168,6 +168,8 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
         result = _run_with_progress(system, eval_set, suite, scale)
         for img in result.failed:
             print_error(img.error)
+        for message in result.set_errors.values():
+            print_error(message)
         results.append(result)
 
     names = [m.name for m in metric_defs]
@@ -198,7 +200,7 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
         report_write(lambda: write_text(json_path, json.dumps({**doc, "write_errors": write_errors}, indent=2) + "\n"))
     if json_out:
         _emit_json({**doc, "write_errors": write_errors})
-    if suite.unavailable or write_errors or any(r.failed for r in results):
+    if suite.unavailable or write_errors or any(r.failed or r.set_errors for r in results):
         raise typer.Exit(1)
 
 

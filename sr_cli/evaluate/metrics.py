@@ -56,6 +56,10 @@ class PyiqaMissingError(SrxError):
     exit_code = 2
 
 
+class MetricFailed(SrxError):
+    """A metric raised on one input (an image smaller than its window...): that image's error, one line."""
+
+
 class MetricUnavailable(Exception):
     """A metric that cannot be computed here (its message is one line for the user)."""
 
@@ -201,22 +205,29 @@ class MetricSuite:
         """Per-image metrics; ``sr``/``hr`` are (1, 3, H, W) RGB in [0, 1] (8-bit values, as read from PNG)."""
         out = {}
         for m in self.image_metrics:
-            if m.kind == "fr":
-                if hr is None:
-                    continue
-                value = self.models[m.name](sr.to(self.device), hr.to(self.device))
-            else:
-                value = self.models[m.name](sr.to(self.device))
+            if m.kind == "fr" and hr is None:
+                continue
+            try:
+                if m.kind == "fr":
+                    value = self.models[m.name](sr.to(self.device), hr.to(self.device))
+                else:
+                    value = self.models[m.name](sr.to(self.device))
+            except Exception as e:  # noqa: BLE001 - pyiqa raises anything on an input it cannot take
+                raise MetricFailed(f"metric {m.name!r} cannot score this image ({_one_line(e)})") from None
             out[m.name] = float(value.item() if torch.is_tensor(value) else value)
         return out
 
-    def score_sets(self, sr_dir, hr_dir) -> dict[str, float]:
-        out = {}
+    def score_sets(self, sr_dir, hr_dir) -> tuple[dict[str, float], dict[str, str]]:
+        """Set metrics (FID) of two folders: (values, one-line errors of the metrics that failed)."""
+        out, errors = {}, {}
         for m in self.set_metrics:
-            with contextlib.redirect_stdout(_Sink()), library_deprecations_silenced():
-                value = self.models[m.name](str(sr_dir), str(hr_dir), verbose=False, num_workers=0)
-            out[m.name] = float(value)
-        return out
+            try:
+                with contextlib.redirect_stdout(_Sink()), library_deprecations_silenced():
+                    value = self.models[m.name](str(sr_dir), str(hr_dir), verbose=False, num_workers=0)
+                out[m.name] = float(value)
+            except Exception as e:  # noqa: BLE001 - a failing metric must not stop the report
+                errors[m.name] = f"metric {m.name!r} failed on the sets of SR and HR images ({_one_line(e)})"
+        return out, errors
 
 
 class _Sink:

@@ -32,7 +32,7 @@ from ..errors import SrxError, UsageError
 from ..fsio import claimed
 from ..imageio import encode_image, read_image, write_atomic
 from .datasets import IMAGE_SUFFIXES, EvalSet, Sample
-from .metrics import MetricSuite
+from .metrics import MetricFailed, MetricSuite
 
 BASELINES = ("bicubic",)
 
@@ -57,6 +57,7 @@ class SystemResult:
     set_values: dict[str, float] = field(default_factory=dict)
     model_runs: int = 0  # images the model actually processed (0 when everything came from the cache)
     sr_files: dict[str, Path | None] = field(default_factory=dict)  # by sample name
+    set_errors: dict[str, str] = field(default_factory=dict)  # set metrics (FID) that failed: why
 
     def sr_file(self, name: str) -> Path | None:
         path = self.sr_files.get(name)
@@ -82,6 +83,7 @@ class SystemResult:
             "images_scored": sum(1 for r in self.images if not r.error),
             "images_failed": len(self.failed),
             "model_runs": self.model_runs,
+            "set_metric_errors": self.set_errors,
             "per_image": [{"image": r.name, **r.values, **({"error": r.error} if r.error else {}),
                            **({"sr_file": str(self.sr_file(r.name))} if self.sr_file(r.name) else {})}
                           for r in self.images],
@@ -328,11 +330,14 @@ def evaluate_system(system: System, eval_set: EvalSet, suite: MetricSuite, scale
                                    f"x{scale:g} output is {sr.shape[-1]}x{sr.shape[-2]}")
                 result.values = suite.score_image(sr, hr)
                 scored.append(sample)
+            except MetricFailed as e:  # the message names the metric; the image is the LR file's output
+                result.error = f"{sample.lr}: {e}"
             except SrxError as e:
                 result.error = str(e)
         if on_score:
             on_score(sample)
     set_values: dict[str, float] = {}
+    set_errors: dict[str, str] = {}
     if suite.set_metrics and eval_set.paired and len(scored) >= 2:
         from ..hub import cache_root
 
@@ -344,12 +349,12 @@ def evaluate_system(system: System, eval_set: EvalSet, suite: MetricSuite, scale
         sr_link = _linked_folder([sr_files[s.name] for s in scored], tmp_parent)
         hr_link = _linked_folder([s.hr for s in scored], tmp_parent)
         try:
-            set_values = suite.score_sets(sr_link, hr_link)
+            set_values, set_errors = suite.score_sets(sr_link, hr_link)
         finally:
             shutil.rmtree(sr_link, ignore_errors=True)
             shutil.rmtree(hr_link, ignore_errors=True)
     return SystemResult(system.name, eval_set.name, sr_dir, settings, results,
-                        {k: v for k, v in set_values.items() if math.isfinite(v)}, runs, sr_files)
+                        {k: v for k, v in set_values.items() if math.isfinite(v)}, runs, sr_files, set_errors)
 
 
 def save_images(result: SystemResult, eval_set: EvalSet, folder: Path) -> tuple[int, list[str]]:
