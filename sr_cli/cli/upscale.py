@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.text import Text
 
 from ..limits import DEFAULT_MAX_PIXELS
 from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt,
                      PromptExtractorOpt, SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console,
-                     report_errors)
+                     print_error, print_line, report_errors)
 
 FORMATS = ("same", "png", "jpg", "webp", "tiff")
 
@@ -47,10 +46,10 @@ class Reporter:
             self.progress.start()
 
     def line(self, text: str, error: bool = False) -> None:
-        if error:  # file names are user text: never read as markup
-            err_console.print(Text.assemble(("error:", "red"), f" {text}"), soft_wrap=True, highlight=False)
+        if error:  # file names are user text: printed verbatim, never read as markup
+            print_error(text)
         elif not self.quiet:
-            err_console.print(text, soft_wrap=True, highlight=False, markup=False)
+            print_line(text)
 
     def start(self, job) -> None:
         if self.progress:
