@@ -18,7 +18,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sr_cli.cli import app
-from sr_cli.imageio import ALPHA_FORMATS, EXTENSION_BY_FORMAT, FORMAT_BY_NAME, ImageReadError, encode_image, read_image
+from sr_cli.imageio import (
+    ALPHA_FORMATS,
+    EXTENSION_BY_FORMAT,
+    FORMAT_BY_NAME,
+    ImageReadError,
+    encode_image,
+    read_image,
+)
 
 SEED = 20240501
 MUTANTS_PER_SEED_FILE = 30
