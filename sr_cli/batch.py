@@ -49,6 +49,9 @@ def image_extensions() -> set[str]:
     Save-only formats (PDF) and formats that need a missing program or plugin (EPS without Ghostscript,
     the BUFR/GRIB/HDF5/WMF stubs) are left out: a scan must not pick files it will then fail.
     """
+    from .imageio import register_optional_plugins
+
+    register_optional_plugins()  # HEIC/AVIF/JPEG XL files are scanned when their plugin is installed
     Image.init()
     openable = {fmt for fmt in Image.OPEN if _can_decode(fmt)}
     if "JPEG" in openable:
