@@ -379,3 +379,13 @@ def test_read_only_cache_still_upscales(tmp_path, hf_home, tiny_sd, osediff_pkl,
                      "--prompt-extractor", "none", "-o", tmp_path / "o.png")
         assert r.exit_code == 0 and "Traceback" not in r.output, r.output
         assert Image.open(tmp_path / "o.png").size == (64, 64)
+
+
+def test_console_entry_point_is_light_and_runs_commands(tmp_path):
+    """The `srx` script (sr_cli.entry) catches an early Ctrl-C without importing torch for --help."""
+    code = ("import sys\nsys.argv = ['srx', '--help']\nfrom sr_cli.entry import main\ntry:\n    main()\n"
+            "except SystemExit:\n    pass\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "False"
+    p = subprocess.run([*SRX, "upscale", str(_png(tmp_path / "a.png")), "-q"], capture_output=True, text=True)
+    assert p.returncode == 0 and (tmp_path / "a_srx.png").is_file(), p.stderr
