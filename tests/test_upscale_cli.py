@@ -251,7 +251,7 @@ def test_killed_run_leaves_no_partial_outputs_and_rerun_completes(tmp_path, mode
     statuses = [f["status"] for f in json.loads(p.stdout)["files"]]
     assert statuses.count("skipped") >= len(done) and statuses.count("written") == 24 - statuses.count("skipped")
     assert len(_all_complete(out)) == 24
-    assert not [q for q in out.iterdir() if q.name.endswith(".srx-tmp")]  # stale temp files cleaned
+    assert not [q for q in out.iterdir() if q.name.endswith((".srx-tmp", ".srx-claim"))]  # stale temp files cleaned
 
 
 @needs_srx
@@ -265,7 +265,7 @@ def test_ctrl_c_cleans_up_and_exits_130(tmp_path, model_args):
     assert proc.returncode == 130, err
     assert "interrupted:" in err and "not done" in err
     _all_complete(out)
-    assert not [q for q in out.iterdir() if q.name.endswith(".srx-tmp")]
+    assert not [q for q in out.iterdir() if q.name.endswith((".srx-tmp", ".srx-claim"))]
 
 
 @needs_srx
