@@ -199,7 +199,7 @@ def upscale(
         previous_term = None
     try:
         with _interrupt_held():  # torch and the engine: a half-done import would crash the rest of the run
-            from ..batch import run_jobs  # noqa: F401 (imports torch)
+            from ..batch import run_jobs  # imports torch
             from ..errors import SrxError
             from ..loading import load_model
 
