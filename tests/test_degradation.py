@@ -349,7 +349,9 @@ def test_last_params_lie_within_the_configured_ranges():
             noise_hi, poisson_hi = (30, 3.0) if stage == "1" else (25, 2.5)
             for kind, level in zip(p[f"noise{stage}_type"], p[f"noise{stage}_level"]):
                 assert (1 <= level <= noise_hi) if kind == "gaussian" else (0.05 <= level <= poisson_hi)
-            assert all(30 <= q <= 95 and isinstance(q, int) for q in p[f"jpeg{stage}_quality"])
+            qualities = p[f"jpeg{stage}_quality"]
+            assert all(30 <= q <= 95 for q in qualities)
+            assert any(q != int(q) for q in qualities)  # real-valued qualities, as the reference draws them
             assert 0 < sum(p[f"noise{stage}_gray"]) < 64
         # kernel2 is the identity exactly where the second blur was skipped
         for on, kernel in zip(p["blur2"], p["kernel2_weights"]):

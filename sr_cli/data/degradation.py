@@ -9,9 +9,14 @@ Defaults are Real-ESRGAN's x4 recipe as OSEDiff ships it (``dataloaders/params_r
 file leaves to code (kernel sizes 7..21, sinc cut-offs, rotation range, the 50/50 order of the last steps,
 the resize modes) follows Real-ESRGAN's code and paper (Wang et al., "Real-ESRGAN", ICCV-W 2021).
 
+JPEG, like the reference, is the JPEG math in float (``jpeg="reference"``, see ``sr_cli.data.jpeg``): real
+qualities, unrounded tables, no 8-bit rounding per round. ``jpeg="libjpeg"`` runs real libjpeg instead
+(integer qualities, 8-bit images in and out), which adds ~0.3 levels of rounding noise to every sample and
+changes the chroma (fancy upsampling, rounded tables): measurably off the reference's noise and colour
+statistics (``benchmarks/degradation_stats.py``).
+
 Deliberate differences from the reference code:
 
-* JPEG is real libjpeg (``torchvision.io``) with integer qualities, not the DiffJPEG approximation.
 * Every random draw comes from the caller's ``torch.Generator``: the same (hq, seed) gives the same LQ.
 * Kernels, resize modes, noise type / level / gray, JPEG qualities, the second blur, the final order and the
   final sinc are drawn per sample. The two intermediate resize *scales* are drawn once per batch (as
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from ..errors import UsageError
+from .jpeg import float_jpeg
 
 KERNEL_TYPES: tuple[str, ...] = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 KERNEL_PROB: tuple[float, ...] = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
@@ -44,6 +50,7 @@ SINC_CUTOFF_SMALL: tuple[float, float] = (math.pi / 3, math.pi)  # blur sinc, ke
 SINC_CUTOFF_LARGE: tuple[float, float] = (math.pi / 5, math.pi)  # blur sinc, kernels of 13 and more
 FINAL_SINC_CUTOFF: tuple[float, float] = (math.pi / 3, math.pi)
 GRAY_WEIGHTS: tuple[float, float, float] = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale (ITU-R 601)
+JPEG_MODES: tuple[str, ...] = ("reference", "libjpeg")
 
 
 @dataclass
@@ -90,6 +97,7 @@ class DegradationConfig:
     sinc_cutoff_large: tuple[float, float] = SINC_CUTOFF_LARGE  # blur sinc cut-off range for kernels >= 13
     final_sinc_cutoff: tuple[float, float] = FINAL_SINC_CUTOFF  # cut-off range of the final sinc filter
     resize_modes: tuple[str, ...] = RESIZE_MODES  # interpolation modes drawn uniformly for every resize
+    jpeg: str = "reference"  # "reference": float JPEG math, real qualities (BasicSR's); "libjpeg": real 8-bit JPEG
     # --- mixing in clean inputs ---
     bicubic_prob: float = 0.0  # probability that a sample gets plain antialiased bicubic x1/scale instead
 
@@ -130,6 +138,8 @@ class DegradationConfig:
             _check_range(name, getattr(self, name))
         if not self.resize_modes or any(m not in RESIZE_MODES for m in self.resize_modes):
             raise UsageError(f"degradation resize_modes must be among {RESIZE_MODES}, got {self.resize_modes}")
+        if self.jpeg not in JPEG_MODES:
+            raise UsageError(f"degradation jpeg must be one of {JPEG_MODES}, got {self.jpeg!r}")
 
 
 def _check_probability(name: str, p: float) -> None:
@@ -388,15 +398,26 @@ def sample_resize(
     return {"direction": direction, "scale": scale, "modes": [_uniform_choice(generator, modes) for _ in range(batch)]}
 
 
-def _interpolate(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+def _interpolate(x: torch.Tensor, size: tuple[int, int], mode: str, scale_factor: float | None = None) -> torch.Tensor:
     # No antialiasing: the aliasing of naive resampling is one of the artefacts being simulated.
+    if scale_factor is not None:
+        out = F.interpolate(x, scale_factor=scale_factor, mode=mode,
+                            align_corners=None if mode == "area" else False)
+        if tuple(out.shape[-2:]) == tuple(size):
+            return out
     if mode == "area":
         return F.interpolate(x, size=size, mode="area")
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 
-def resize_per_sample(x: torch.Tensor, size: tuple[int, int], modes: Sequence[str]) -> torch.Tensor:
-    """Resize the batch to ``size``, each sample with its own mode (one call per distinct mode)."""
+def resize_per_sample(
+    x: torch.Tensor, size: tuple[int, int], modes: Sequence[str], scale_factor: float | None = None
+) -> torch.Tensor:
+    """Resize the batch to ``size``, each sample with its own mode (one call per distinct mode).
+
+    ``scale_factor`` (giving ``size``): bilinear and bicubic sample at that exact ratio rather than at
+    ``input / size``, as ``F.interpolate(scale_factor=...)`` does in the reference's first round.
+    """
     if len(modes) != x.shape[0]:
         raise ValueError(f"need one resize mode per sample: {len(modes)} modes for {x.shape[0]} samples")
     if tuple(x.shape[-2:]) == tuple(size):
@@ -404,7 +425,7 @@ def resize_per_sample(x: torch.Tensor, size: tuple[int, int], modes: Sequence[st
     out = x.new_empty(x.shape[0], x.shape[1], *size)
     for mode in dict.fromkeys(modes):
         idx = [i for i, m in enumerate(modes) if m == mode]
-        out[idx] = _interpolate(x[idx], size, mode)
+        out[idx] = _interpolate(x[idx], size, mode, scale_factor)
     return out
 
 
@@ -555,9 +576,21 @@ def jpeg_compress(x: torch.Tensor, quality: int | Sequence[int] | torch.Tensor) 
     return torch.stack(decoded).to(device=x.device, dtype=x.dtype) / 255.0
 
 
-def sample_jpeg(generator: torch.Generator, batch: int, jpeg_range: tuple[int, int] = (30, 95)) -> list[int]:
-    """Per-sample JPEG qualities, integers uniform in ``jpeg_range`` (both ends included)."""
-    return [_randint(generator, *jpeg_range) for _ in range(batch)]
+def sample_jpeg(
+    generator: torch.Generator, batch: int, jpeg_range: tuple[int, int] = (30, 95), integer: bool = True
+) -> list[int] | list[float]:
+    """Per-sample JPEG qualities uniform in ``jpeg_range``: integers (both ends included) for libjpeg, or real
+    numbers, as the reference draws them for its float JPEG (``integer=False``)."""
+    if integer:
+        return [_randint(generator, *jpeg_range) for _ in range(batch)]
+    return [_uniform(generator, *jpeg_range) for _ in range(batch)]
+
+
+def apply_jpeg(x: torch.Tensor, quality: Sequence[float], mode: str = "reference") -> torch.Tensor:
+    """The JPEG stage: the reference's float JPEG (``sr_cli.data.jpeg.float_jpeg``) or real libjpeg."""
+    if mode == "libjpeg":
+        return jpeg_compress(x, [int(q) for q in quality])
+    return float_jpeg(x.clamp(0, 1), list(quality))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -655,7 +688,7 @@ class RealESRGANDegradation:
                                c.resize_modes)
         noise = sample_noise(generator, batch, getattr(c, "gaussian_noise_prob" + sfx), getattr(c, "noise_range" + sfx),
                              getattr(c, "poisson_scale_range" + sfx), getattr(c, "gray_noise_prob" + sfx))
-        quality = sample_jpeg(generator, batch, getattr(c, "jpeg_range" + sfx))
+        quality = sample_jpeg(generator, batch, getattr(c, "jpeg_range" + sfx), integer=c.jpeg == "libjpeg")
         return {
             f"resize{stage}_direction": [resize["direction"]] * batch,
             f"resize{stage}_scale": [resize["scale"]] * batch,
@@ -672,17 +705,19 @@ class RealESRGANDegradation:
         out_size = (h // self.config.scale, w // self.config.scale)
         # First round: blur, resize relative to the input, noise, JPEG.
         out = apply_kernels(x, p["kernel1_weights"])
-        out = resize_per_sample(out, scaled_size((h, w), p["resize1_scale"][0]), p["resize1_mode"])
+        # A scale factor, not a size, as the reference resizes: bilinear/bicubic then sample at its exact ratio.
+        out = resize_per_sample(out, scaled_size((h, w), p["resize1_scale"][0]), p["resize1_mode"],
+                                scale_factor=p["resize1_scale"][0])
         out = apply_noise(out, p["noise1_type"], p["noise1_level"], p["noise1_gray"], generator)
-        out = jpeg_compress(out, p["jpeg1_quality"])
+        out = apply_jpeg(out, p["jpeg1_quality"], self.config.jpeg)
         # Second round: blur (pulse kernels where skipped), resize relative to the output, noise.
         out = apply_kernels(out, p["kernel2_weights"])
         out = resize_per_sample(out, scaled_size(out_size, p["resize2_scale"][0]), p["resize2_mode"])
         out = apply_noise(out, p["noise2_type"], p["noise2_level"], p["noise2_gray"], generator)
-        return quantize_8bit(self._final_steps(out, p, out_size))
+        return quantize_8bit(self._final_steps(out, p, out_size, self.config.jpeg))
 
     @staticmethod
-    def _final_steps(x: torch.Tensor, p: dict[str, Any], size: tuple[int, int]) -> torch.Tensor:
+    def _final_steps(x: torch.Tensor, p: dict[str, Any], size: tuple[int, int], jpeg: str) -> torch.Tensor:
         """[resize back + sinc] and the last JPEG, in each sample's drawn order.
 
         Real-ESRGAN keeps resize and sinc together: other interleavings produce twisted lines.
@@ -699,9 +734,9 @@ class RealESRGANDegradation:
                 continue
             quality = [p["jpeg2_quality"][i] for i in idx]
             if order == "resize_first":
-                out[idx] = jpeg_compress(resize_and_sinc(x[idx], idx), quality)
+                out[idx] = apply_jpeg(resize_and_sinc(x[idx], idx), quality, jpeg)
             else:
-                out[idx] = resize_and_sinc(jpeg_compress(x[idx], quality), idx)
+                out[idx] = resize_and_sinc(apply_jpeg(x[idx], quality, jpeg), idx)
         return out
 
 
