@@ -87,3 +87,18 @@ def test_network_output_equals_the_authors_before_quantization(published, varian
     ours = (y[0] * 0.5 + 0.5).clamp(0, 1)
     theirs = torch.from_numpy(np.load(FIXTURES / f"{prefix}_{variant}.npy").astype(np.float32) / 65535)
     assert (ours - theirs).abs().max() * 255 < 0.05, (ours - theirs).abs().max() * 255
+
+
+@pytest.mark.parametrize("color_fix", ["adain", "wavelet"])
+def test_osediff_color_fix_equals_the_authors_script(hf_home, osediff_pkl, color_fix, tmp_path):
+    """The color fix takes the authors' reference (the 8-bit-resized input) and their 8-bit output levels."""
+    assert _generator().checkpoint_digest(osediff_pkl) == META["osediff_pkl"], "re-run make_sd_fixtures.py"
+    args = _command("osediff", osediff_pkl, tmp_path, seeded=True)
+    args[args.index("--color-fix") + 1] = color_fix
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    ours = np.asarray(Image.open(tmp_path / "lr_srx.png").convert("RGB")).astype(np.int16)
+    theirs = np.asarray(Image.open(FIXTURES / f"osediff_seed_{color_fix}.png").convert("RGB")).astype(np.int16)
+    diff = np.abs(ours - theirs)
+    print(f"{color_fix}: max {diff.max()}, mean {diff.mean():.4f}, differing {np.mean(diff > 0):.4%}")
+    assert diff.max() <= 1 and np.mean(diff > 0) < 0.01, (diff.max(), np.mean(diff > 0))
