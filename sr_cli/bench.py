@@ -87,7 +87,7 @@ def random_sd(config: str, merge: bool = True, seed: int = 0):
     return OneStepSD(vae, unet, sched.alphas_cumprod, text_embedding=text).eval().requires_grad_(False)
 
 
-def load_bench_model(name: str, device: str, dtype: str, merge: bool = True):
+def load_bench_model(name: str, device: str, dtype: str, merge: bool = True, prompt_extractor: str | None = None):
     """An SRModel for ``name``: a random config (sd21, tiny-sd) or anything ``load_model`` accepts."""
     from .engine.devices import resolve_device, resolve_dtype
     from .engine.pipeline import SRModel
@@ -104,7 +104,7 @@ def load_bench_model(name: str, device: str, dtype: str, merge: bool = True):
         net = ResShiftSR(SwinUNet(), build_vq_model(), ResShiftSchedule()).eval().requires_grad_(False)
         return SRModel(replace(get_spec("sinsr"), name=name), net, dev, resolve_dtype(dtype, dev))
     if name not in RANDOM_CONFIGS:
-        return load_model(name, device=device, dtype=dtype, merge_lora=merge)
+        return load_model(name, device=device, dtype=dtype, merge_lora=merge, prompt_extractor=prompt_extractor)
     spec = get_spec("osediff")  # OSEDiff's defaults: t = 999, adain, 512/64 tiles
     spec = replace(spec, name=name, defaults=replace(spec.defaults, text_condition="learned"))
     return SRModel(spec, random_sd(name, merge), dev, resolve_dtype(dtype, dev))
@@ -257,7 +257,8 @@ def peak_tflops(model, override: float | None) -> float | None:
 
 
 def model_for(args):
-    model = load_bench_model(args.model, args.device, args.dtype)
+    model = load_bench_model(args.model, args.device, args.dtype,
+                             prompt_extractor=getattr(args, "prompt_extractor", None))
     if args.compile:
         model.compile_unet()
     return model
@@ -525,6 +526,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--overlap", type=_at_least(0))
     ap.add_argument("--tile-batch", type=_at_least(1))
     ap.add_argument("--color-fix")
+    ap.add_argument("--prompt-extractor", choices=["dape", "none"],
+                    help="OSEDiff: dape (its default: the tagger runs once per image) | none")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--repeat", type=_at_least(1), default=2)
