@@ -21,6 +21,7 @@ from sr_cli.data.degradation import (
     resize_per_sample,
     sample_noise,
 )
+from sr_cli.data.jpeg import LUMA_TABLE, dct_matrix, float_jpeg, quant_tables
 from sr_cli.errors import UsageError
 
 PI = math.pi
@@ -381,3 +382,104 @@ def test_bicubic_prob_mixes_clean_and_degraded_samples():
     assert 0 < sum(flags) < 16
     for i, bicubic in enumerate(flags):
         assert torch.equal(lq[i], clean[i]) == bicubic
+
+
+# ----------------------------------------------------------------------------------- float JPEG (the reference's)
+
+ZIGZAG = sorted(((r, c) for r in range(8) for c in range(8)),
+                key=lambda rc: (rc[0] + rc[1], rc[0] if (rc[0] + rc[1]) % 2 else rc[1]))
+
+
+def libjpeg_written_tables(quality: int) -> dict[int, torch.Tensor]:
+    """The quantization tables (DQT segments) libjpeg writes into a JPEG at ``quality``, as 8x8 [row, col]."""
+    from torchvision.io import encode_jpeg
+
+    data = bytes(encode_jpeg((photo(b=1, h=16, w=16)[0] * 255).to(torch.uint8), quality=quality).tolist())
+    tables, i = {}, 2
+    while data[i] == 0xFF and data[i + 1] != 0xDA:  # walk the header segments up to start-of-scan
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if data[i + 1] == 0xDB:
+            j = i + 4
+            while j < i + 2 + length:
+                assert data[j] >> 4 == 0  # 8-bit tables
+                table = torch.zeros(8, 8, dtype=torch.float64)
+                for k, (r, c) in enumerate(ZIGZAG):
+                    table[r, c] = data[j + 1 + k]
+                tables[data[j] & 0x0F] = table
+                j += 65
+        i += 2 + length
+    return tables
+
+
+@pytest.mark.parametrize("quality", [5, 30, 49, 50, 75, 95, 100])
+def test_libjpeg_tables_follow_libjpegs_quality_formula(quality):
+    written = libjpeg_written_tables(quality)
+    luma, chroma = quant_tables(quality, libjpeg_tables=True)
+    assert torch.equal(luma, written[0]) and torch.equal(chroma, written[1])
+
+
+def test_reference_tables_are_the_unrounded_scaled_standard_tables():
+    luma, chroma = quant_tables(30.5)
+    assert torch.allclose(luma, torch.tensor(LUMA_TABLE, dtype=torch.float64) * 50 / 30.5)
+    luma, chroma = quant_tables(97.5)  # below one: the reference never clamps the steps to integers >= 1
+    assert luma[0, 2].item() == pytest.approx(10 * 0.05) and chroma[7, 7].item() == pytest.approx(99 * 0.05)
+    with pytest.raises(ValueError, match="quality"):
+        quant_tables(0)
+
+
+def test_dct_matrix_is_orthonormal_and_gives_jpegs_dc_scale():
+    d = dct_matrix(torch.float64)
+    assert torch.allclose(d @ d.T, torch.eye(8, dtype=torch.float64), atol=1e-12)
+    block = torch.full((8, 8), 10.0, dtype=torch.float64)
+    assert (d @ block @ d.T)[0, 0].item() == pytest.approx(80.0)  # JPEG's DC = 8 x mean
+
+
+def test_float_jpeg_round_trip_is_close_to_libjpegs_decode():
+    # Gray photo-like image, 8-bit: with libjpeg's tables the float math differs from libjpeg's decode only by
+    # rounding (its integer DCT and 8-bit output: ~0.33 levels mean measured, 0.25 for 8-bit rounding alone).
+    # The reference's transposed luma table is measurably further off (0.5..2.4 levels).
+    g = gen(5)
+    tex = F.interpolate(torch.rand(1, 1, 16, 16, generator=g), size=(64, 64), mode="bicubic")
+    ramp = torch.linspace(0, 1, 64)
+    gray = (0.3 + 0.4 * ramp.view(64, 1) * ramp + 0.3 * (tex - 0.5)).clamp(0, 1)
+    img = ((gray * 255).round() / 255).expand(1, 3, 64, 64).contiguous()
+    for quality in (30, 75, 95):
+        libjpeg = jpeg_compress(img, quality)
+        ours = float_jpeg(img, quality, libjpeg_tables=True, transposed_luma_table=False)
+        assert (ours - libjpeg).abs().mean() * 255 < 0.45
+        if quality < 90:  # at q95 JPEG's own error is down to the rounding level
+            assert (ours - libjpeg).abs().mean() < 0.5 * (libjpeg - img).abs().mean()
+            assert (float_jpeg(img, quality, libjpeg_tables=True) - libjpeg).abs().mean() * 255 > 0.6
+
+
+def test_float_jpeg_is_per_sample_lossy_float_and_keeps_whole_macroblocks_of_flat_images_flat():
+    x = photo(b=1, h=48, w=48).expand(3, -1, -1, -1).contiguous()
+    out = float_jpeg(x, [30.0, 60.5, 95.0])
+    assert out.shape == x.shape and out.dtype == x.dtype and not is_8bit(out)
+    err = [(out[i] - x[i]).abs().mean().item() for i in range(3)]
+    assert err[0] > err[1] > err[2] > 0
+    assert torch.allclose(out[1:2], float_jpeg(x[1:2], 60.5))
+    flat = torch.full((1, 3, 32, 32), 0.5)
+    out = float_jpeg(flat, 50)  # only the DC moves, by at most half its step (16 / 8 / 2 = 1 level at q50)
+    assert out.std() < 1e-6 and (out - flat).abs().max() <= 1 / 255 + 1e-6
+    # Sizes that are not multiples of 16 are zero-padded as in the reference: partial blocks get darker edges.
+    edge = float_jpeg(torch.full((1, 3, 20, 20), 0.5), 50)
+    assert edge[..., :8, :8].sub(0.5).abs().max() <= 1 / 255 + 1e-6 and edge[..., 16:, 16:].mean() < 0.5 - 1 / 255
+
+
+def test_float_jpeg_soft_rounding_passes_gradients():
+    x = photo(b=1, h=16, w=16).requires_grad_()
+    float_jpeg(x, 90, differentiable=True).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().mean() > 0.05
+    y = photo(b=1, h=16, w=16).requires_grad_()
+    float_jpeg(y, 90).sum().backward()
+    assert y.grad.abs().max() == 0  # hard rounding: flat almost everywhere
+
+
+def test_jpeg_option_selects_libjpeg_with_integer_qualities_or_rejects_unknown_modes():
+    degrade = RealESRGANDegradation(DegradationConfig(jpeg="libjpeg"))
+    degrade(photo(b=8), gen(3))
+    qualities = degrade.last_params["jpeg1_quality"] + degrade.last_params["jpeg2_quality"]
+    assert all(isinstance(q, int) and 30 <= q <= 95 for q in qualities)
+    with pytest.raises(UsageError, match="jpeg must be one of"):
+        DegradationConfig(jpeg="pillow")
