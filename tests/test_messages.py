@@ -105,7 +105,7 @@ def check_suggestions(message: str, cwd: Path) -> int:
     for args in commands:
         if args[:2] == ["models", "import"]:
             _image(cwd / args[3])  # the file the user downloaded (any content: only parsing is checked)
-        name, params = _leaf(args)
+        _command, params = _leaf(args)
         if "name" in params:
             assert params["name"] in registry(), message
     return len(commands)
