@@ -23,7 +23,8 @@ from ..checkpoints import OneStepCheckpoint
 from ..errors import CheckpointFormatError
 from ..lora import attach_adapters, load_component_state, merge_adapters
 from ..nets.dtsm import DynamicTimestepModule
-from .devices import exact_dtype, use_channels_last, vae_dtype_for
+from .devices import exact_dtype, vae_dtype_for
+from .tensors import move_module, pad_to_multiple
 
 
 class OneStepSD(nn.Module):
@@ -83,12 +84,12 @@ class OneStepSD(nn.Module):
     def place(self, device: torch.device, dtype: torch.dtype) -> "OneStepSD":
         """Move to ``device``: UNet in ``dtype``, VAE in ``dtype`` (fp32 if fp16), text encoder and DTSM in fp32."""
         self.compute_device, self.dtype, self.vae_dtype = device, dtype, vae_dtype_for(dtype)
-        _move(self.unet, device, dtype, "unet")
-        _move(self.vae, device, self.vae_dtype, "vae")
+        move_module(self.unet, device, dtype, "unet")
+        move_module(self.vae, device, self.vae_dtype, "vae")
         if self.text_encoder is not None:
-            _move(self.text_encoder, device, torch.float32)
+            move_module(self.text_encoder, device, torch.float32)
         if self.dtsm is not None:
-            _move(self.dtsm, device, torch.float32)
+            move_module(self.dtsm, device, torch.float32)
         if self.learned_text_embedding is not None:
             self.learned_text_embedding.data = self.learned_text_embedding.data.to(device)
         self.alphas_cumprod = self.alphas_cumprod.to(device)
@@ -130,9 +131,7 @@ class OneStepSD(nn.Module):
 
     # ------------------------------------------------------------------ the one step
     def x0_from_eps(self, z: torch.Tensor, eps: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        wide = exact_dtype(z.device)
-        a_t = self.alphas_cumprod.to(wide)[timesteps.long()].view(-1, 1, 1, 1)
-        return (z.to(wide) - (1 - a_t).sqrt() * eps.to(wide)) / a_t.sqrt()
+        return x0_from_eps(self.alphas_cumprod, z, eps, timesteps)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, text_embedding: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -140,11 +139,21 @@ class OneStepSD(nn.Module):
 
         ``timesteps`` has one entry per image (or one for all); returns ``(B, 3, H, W)`` in [-1, 1], float32.
         """
+        return self.one_step(x, timesteps, text_embedding, generator)[0]
+
+    def one_step(self, x: torch.Tensor, timesteps: torch.Tensor, text_embedding: torch.Tensor,
+                 generator: torch.Generator | None = None, sample: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` that also returns the predicted clean latent ``z0`` (training's losses read it).
+
+        ``sample``: draw the VAE posterior (with ``generator``, or the global RNG when None) instead of taking
+        its mean; by default it samples exactly when a generator is given.
+        """
         b, _, h, w = x.shape
         x = pad_to_multiple(x, self.downscale)
         vae_cfg = self.vae.config
         posterior = self.vae.encode(x.to(self.vae_dtype)).latent_dist
-        z = posterior.sample(generator) if generator is not None else posterior.mean
+        sample = generator is not None if sample is None else sample
+        z = posterior.sample(generator) if sample else posterior.mean
         shift = getattr(vae_cfg, "shift_factor", None) or 0.0
         z = (z - shift) * vae_cfg.scaling_factor
         t = timesteps.to(z.device).float().expand(b) if timesteps.numel() == 1 else timesteps.to(z.device).float()
@@ -152,28 +161,12 @@ class OneStepSD(nn.Module):
         eps = self.unet(z.to(self.dtype), t, encoder_hidden_states=cond).sample
         z0 = self.x0_from_eps(z, eps, t)
         y = self.vae.decode((z0 / vae_cfg.scaling_factor + shift).to(self.vae_dtype)).sample
-        return y[:, :, :h, :w].float().clamp(-1, 1)
+        return y[:, :, :h, :w].float().clamp(-1, 1), z0
 
 
-def _move(module: nn.Module, device: torch.device, dtype: torch.dtype, component: str | None = None) -> None:
-    """Move and cast ``module``; convolutional components named by ``component`` also take the memory format
-    that is fastest for them on ``device`` (``devices.use_channels_last``)."""
-    # Cast only when needed: diffusers warns on every dtype cast through .to().
-    p = next(module.parameters())
-    if p.dtype != dtype:
-        module.to(dtype=dtype)
-    if p.device != device:
-        module.to(device=device)
-    if component is not None:
-        fmt = torch.channels_last if use_channels_last(device, component) else torch.contiguous_format
-        module.to(memory_format=fmt)
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad right/bottom to a multiple (reflect where the image is large enough, else replicate)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
+def x0_from_eps(alphas_cumprod: torch.Tensor, z: torch.Tensor, eps: torch.Tensor,
+                timesteps: torch.Tensor) -> torch.Tensor:
+    """The DDPM clean-sample prediction ``(z - sqrt(1 - a_t) eps) / sqrt(a_t)``, in the device's widest float."""
+    wide = exact_dtype(z.device)
+    a_t = alphas_cumprod.to(z.device, wide)[timesteps.long()].view(-1, 1, 1, 1)
+    return (z.to(wide) - (1 - a_t).sqrt() * eps.to(wide)) / a_t.sqrt()
