@@ -11,7 +11,7 @@ from torch import nn
 from ..checkpoints import OneStepCheckpoint
 from ..errors import CheckpointFormatError
 from ..nets.lite import LiteUNet
-from .sd_onestep import _move, pad_to_multiple
+from .tensors import move_module, pad_to_multiple
 
 
 class OneStepLite(nn.Module):
@@ -37,7 +37,7 @@ class OneStepLite(nn.Module):
 
     def place(self, device: torch.device, dtype: torch.dtype) -> "OneStepLite":
         self.compute_device, self.dtype = device, dtype
-        _move(self.unet, device, dtype, "lite")
+        move_module(self.unet, device, dtype, "lite")
         return self
 
     def choose_timesteps(self, x: torch.Tensor, fixed) -> torch.Tensor:

@@ -34,7 +34,7 @@ from ..checkpoints import OneStepCheckpoint
 from ..errors import CheckpointFormatError
 from ..nets.swin_unet import SwinUNet, SwinUNetConfig
 from ..nets.vqgan import VQ_F4_CONFIG, build_vq_model
-from .sd_onestep import _move, pad_to_multiple
+from .tensors import move_module, pad_to_multiple
 
 SAMPLERS = ("one-step", "deterministic", "stochastic")
 
@@ -132,8 +132,8 @@ class ResShiftSR(nn.Module):
 
     def place(self, device: torch.device, dtype: torch.dtype) -> "ResShiftSR":
         self.compute_device, self.dtype = device, dtype
-        _move(self.unet, device, dtype)
-        _move(self.vq, device, dtype, "vq")
+        move_module(self.unet, device, dtype)
+        move_module(self.vq, device, dtype, "vq")
         return self
 
     @property
