@@ -425,6 +425,9 @@ def test_reference_tables_are_the_unrounded_scaled_standard_tables():
     assert luma[0, 2].item() == pytest.approx(10 * 0.05) and chroma[7, 7].item() == pytest.approx(99 * 0.05)
     with pytest.raises(ValueError, match="quality"):
         quant_tables(0)
+    x = photo(b=1, h=16, w=16)
+    top = float_jpeg(x, 100)  # finite (the reference divides by zero here), and the least lossy
+    assert torch.isfinite(top).all() and (top - x).abs().mean() < (float_jpeg(x, 95) - x).abs().mean()
 
 
 def test_dct_matrix_is_orthonormal_and_gives_jpegs_dc_scale():

@@ -54,7 +54,8 @@ def quant_tables(quality: float, libjpeg_tables: bool = False) -> tuple[torch.Te
         percent = 5000 // q if q < 50 else 200 - 2 * q
         return tuple(torch.clamp(torch.div(t * percent + 50, 100, rounding_mode="floor"), 1, 255)
                      for t in (luma, chroma))  # type: ignore[return-value]
-    s = quality_scale(float(quality))
+    # At quality 100 the scale is 0 and the reference divides by zero (a NaN image): keep the steps positive.
+    s = max(quality_scale(float(quality)), 1e-3)
     return luma * s, chroma * s
 
 
