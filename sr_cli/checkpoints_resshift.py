@@ -5,7 +5,7 @@ The files are plain state dicts, possibly wrapped as ``{'state_dict': ...}`` and
 ``module.`` prefixes (saved from DistributedDataParallel). The denoiser's also holds the Swin
 buffers ``attn_mask`` and ``relative_position_index``, which srx recomputes. No config is stored,
 so the architecture is read off the tensor shapes (the released files give the v1 config of
-DESIGN 2b). Everything is read with ``weights_only=True``.
+docs/engine.md). Everything is read with ``weights_only=True``.
 
 Saved-model keys: ``unet.<SwinUNet key>``, ``vq.<diffusers VQModel key>``; ``net`` holds the two
 configs and the schedule.

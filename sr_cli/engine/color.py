@@ -1,4 +1,4 @@
-"""Color correction of a super-resolved image against its upsampled input (DESIGN 5).
+"""Color correction of a super-resolved image against its upsampled input (docs/engine.md).
 
 Both functions take ``(B, C, H, W)`` tensors of the same size in [0, 1] and return a tensor
 in [0, 1]. They run once on the whole image (never per tile) so tiles agree.

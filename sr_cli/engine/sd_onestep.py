@@ -1,6 +1,6 @@
 """The SD one-step family (OSEDiff, Hero-SR, DFOSD-style): VAE encode -> one UNet step -> decode.
 
-For a batch ``x`` in [-1, 1] (DESIGN 2a)::
+For a batch ``x`` in [-1, 1] (OSEDiff, arXiv:2406.08177; docs/engine.md)::
 
     z   = vae.encode(x).mean * scaling_factor          (a posterior sample when a generator is given)
     eps = unet(z, t, text_embedding)

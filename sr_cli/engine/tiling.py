@@ -1,4 +1,4 @@
-"""Tiled processing with smooth blending (DESIGN 5), as small pure tensor functions.
+"""Tiled processing with smooth blending (docs/engine.md), as small pure tensor functions.
 
 Tiles are laid out in the coordinates of the image the model works on (the upsampled input,
 i.e. output pixels). Every tile runs the whole pipeline; overlaps are blended with raised-cosine
