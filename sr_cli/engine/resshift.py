@@ -1,4 +1,4 @@
-"""The ResShift family (DESIGN 2b): ResShift (15-step teacher) and its one-step students SinSR, HF-Diff, VPD-SR.
+"""The ResShift family (docs/engine.md): ResShift (15-step teacher) and its one-step students SinSR, HF-Diff, VPD-SR.
 
 Residual shifting in the VQGAN-f4 latent, with ``y = VQ.encode(bicubic x4 of the LR)``::
 
