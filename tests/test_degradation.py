@@ -236,6 +236,18 @@ def test_resize_uses_each_samples_mode():
         assert torch.allclose(out[i], F.interpolate(x[i : i + 1], size=(11, 7), mode=mode, **kwargs)[0])
 
 
+def test_resize_with_a_scale_factor_samples_at_that_ratio_like_the_references_first_round():
+    x = photo(b=3, h=20, w=20)
+    modes = ["area", "bicubic", "bilinear"]
+    out = resize_per_sample(x, (14, 14), modes, scale_factor=0.73)  # int(20 * 0.73) = 14, but 20 / 14 != 1 / 0.73
+    for i, mode in enumerate(modes):
+        kwargs = {} if mode == "area" else {"align_corners": False}
+        expected = F.interpolate(x[i : i + 1], scale_factor=0.73, mode=mode, **kwargs)[0]
+        assert torch.allclose(out[i], expected)
+        if mode != "area":  # area averages over the output grid either way
+            assert not torch.allclose(out[i], F.interpolate(x[i : i + 1], size=(14, 14), mode=mode, **kwargs)[0])
+
+
 # ----------------------------------------------------------------------------------- noise
 
 
