@@ -19,46 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from .fsio import Claim
-from .imageio import ALPHA_FORMATS, EXTENSION_BY_FORMAT, FORMAT_BY_NAME, SIXTEEN_BIT_FORMATS, TEMP_SUFFIX
+from .imagefiles import image_extensions, list_images
+from .imageio import ALPHA_FORMATS, EXTENSION_BY_FORMAT, FORMAT_BY_NAME, SIXTEEN_BIT_FORMATS
 
 GLOB_CHARS = set("*?[")
-NOT_DECODABLE = {"MPEG"}  # Pillow identifies these files but cannot decode their pixels
-
-
-def _can_decode(fmt: str) -> bool:
-    from PIL import ImageFile
-
-    if fmt in NOT_DECODABLE:
-        return False
-    if fmt == "EPS":  # through Ghostscript only
-        from PIL import EpsImagePlugin
-
-        return bool(EpsImagePlugin.has_ghostscript())
-    cls = Image.OPEN[fmt][0]
-    if isinstance(cls, type) and issubclass(cls, ImageFile.StubImageFile):  # identified; decoded by a plugin only
-        return getattr(cls, "_handler", None) is not None
-    return True
-
-
-def image_extensions() -> set[str]:
-    """Extensions of the formats Pillow can open and decode here (what a folder scan picks up).
-
-    Save-only formats (PDF) and formats that need a missing program or plugin (EPS without Ghostscript,
-    the BUFR/GRIB/HDF5/WMF stubs) are left out: a scan must not pick files it will then fail.
-    """
-    from .imageio import register_optional_plugins
-
-    register_optional_plugins()  # HEIC/AVIF/JPEG XL files are scanned when their plugin is installed
-    Image.init()
-    openable = {fmt for fmt in Image.OPEN if _can_decode(fmt)}
-    if "JPEG" in openable:
-        openable.add("MPO")  # multi-picture JPEGs open through the JPEG plugin
-    return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in openable}
-
-
 @dataclass
 class Job:
     source: Path
@@ -111,15 +76,10 @@ def discover(inputs: list[str], recursive: bool, suffix: str) -> list[Job]:
                     jobs.append(Job(Path(m)))
             continue
         if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for f in sorted(path.glob(pattern)):
-                rel = f.relative_to(path)
-                if not f.is_file() or any(part.startswith(".") for part in rel.parts):
-                    continue
-                if f.suffix.lower() not in exts or f.name.endswith(TEMP_SUFFIX) or (suffix and f.stem.endswith(suffix)):
-                    continue
-                jobs.append(Job(f, relative=rel))
-        elif path.is_file():
+            for f in list_images(path, recursive, exts):
+                if not (suffix and f.stem.endswith(suffix)):
+                    jobs.append(Job(f, relative=f.relative_to(path)))
+        elif os.path.lexists(path):  # a file, or something that is not one (FIFO, device): reading says which
             jobs.append(Job(path))
         else:
             jobs.append(Job(path, status="failed", error=f"{raw}: no such file or directory"))

@@ -12,6 +12,8 @@
   runs over the same folder split the work instead of doing it twice.
 - ``locked``: a blocking exclusive lock for read-modify-write of caches (hash records, converted
   models, datasets).
+- ``atomic_dir``: a folder built in a hidden staging folder beside its destination and renamed into place
+  (downloaded datasets): readers see the old folder or the complete new one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 import tempfile
 import threading
@@ -29,6 +32,7 @@ from pathlib import Path
 TEMP_SUFFIX = ".srx-tmp"
 CLAIM_SUFFIX = ".srx-claim"
 LOCK_SUFFIX = ".srx-lock"
+STAGING_SUFFIX = ".srx-staging"  # a folder being built by atomic_dir
 
 _umask_lock = threading.Lock()
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -170,6 +174,37 @@ def atomic_write(dest: str | Path, data: bytes | None = None, *, writer: Callabl
     finally:
         tmp.unlink(missing_ok=True)
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | Path) -> Iterator[Path]:
+    """Build a folder in place of ``dest``: yields an empty staging folder beside it, renamed to ``dest`` when
+    the block succeeds (an existing ``dest`` is replaced), removed when it fails.
+
+    The staging folder gets the umask's mode (not ``mkdtemp``'s 0700, which it would pass on to ``dest``).
+    Callers that may race hold ``locked(lock_path_for(dest))`` around it.
+    """
+    dest = Path(dest)
+    make_folder(dest.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=STAGING_SUFFIX, dir=dest.parent))
+    try:
+        os.chmod(staging, 0o777 & ~current_umask())
+        yield staging
+        old = None
+        if os.path.lexists(dest):  # a folder cannot be renamed over a non-empty one: move the old one aside first
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".srx-old", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+        try:
+            os.replace(staging, dest)
+        except BaseException:
+            if old is not None:
+                os.replace(old / dest.name, dest)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when it was renamed
 
 
 def make_folder(folder: Path) -> None:

@@ -10,10 +10,8 @@ of images alone is evaluated with no-reference metrics only.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 import tomllib
 import zipfile
 from dataclasses import dataclass, field
@@ -22,9 +20,9 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ManifestError, SrxError, UsageError
+from ..imagefiles import image_extensions, list_images
 from ..registry import _build  # typed tables, unknown keys are errors: one rule for both manifests
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 LR_DIR_NAMES = ("LR", "lr", "test_LR", "lq", "LQ", "input")
 HR_DIR_NAMES = ("HR", "hr", "test_HR", "gt", "GT", "target")
 SOURCE_KINDS = ("github", "hf-zip", "manual")
@@ -112,11 +110,6 @@ def dataset_registry() -> dict[str, DatasetSpec]:
 
 
 # ----------------------------------------------------------------------------- folders and pairing
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
 
 
 def _find_sub(root: Path, names: tuple[str, ...]) -> Path | None:
@@ -259,7 +252,7 @@ def fetch_dataset(spec: DatasetSpec, download: bool = True) -> Path:
 
 
 def _download_dataset(spec: DatasetSpec, root: Path, download: bool) -> Path:
-    from ..fsio import current_umask, write_text
+    from ..fsio import atomic_dir, write_text
 
     src = spec.source
     if src.kind == "manual":
@@ -269,21 +262,16 @@ def _download_dataset(spec: DatasetSpec, root: Path, download: bool) -> Path:
     allow_network = download and not offline()
     if src.kind == "github" and not allow_network:
         raise _offline_error(spec, root)
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=_mkdir(root.parent)))
-    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would become the dataset folder's mode
     try:
-        if src.kind == "github":
-            files = _download_github_folder(src, staging)
-        else:
-            zip_path = _hf_zip(src, allow_network)
-            if zip_path is None:
-                raise _offline_error(spec, root)
-            files = extract_member(zip_path, src.member, staging)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(staging, root)
+        with atomic_dir(root) as staging:  # a half-downloaded dataset never appears under its name
+            if src.kind == "github":
+                files = _download_github_folder(src, staging)
+            else:
+                zip_path = _hf_zip(src, allow_network)
+                if zip_path is None:
+                    raise _offline_error(spec, root)
+                files = extract_member(zip_path, src.member, staging)
     except BaseException as e:
-        shutil.rmtree(staging, ignore_errors=True)
         if isinstance(e, (SrxError, KeyboardInterrupt)):
             raise
         raise DatasetMissingError(f"could not download dataset {spec.name!r}: {e}") from None
@@ -299,8 +287,9 @@ def _mkdir(path: Path) -> Path:
 def github_tree_paths(tree: dict, folder: str) -> list[str]:
     """Image files under ``folder`` in a GitHub ``git/trees?recursive=1`` answer."""
     prefix = folder.rstrip("/") + "/"
+    exts = image_extensions()
     return sorted(e["path"] for e in tree.get("tree", []) if e.get("type") == "blob"
-                  and e["path"].startswith(prefix) and Path(e["path"]).suffix.lower() in IMAGE_SUFFIXES)
+                  and e["path"].startswith(prefix) and Path(e["path"]).suffix.lower() in exts)
 
 
 def _download_github_folder(src: DatasetSource, dest: Path) -> int:

@@ -31,7 +31,8 @@ from ..engine.resize import output_size, pil_resize, to_unit_float
 from ..errors import SrxError, UsageError
 from ..fsio import claimed
 from ..imageio import encode_image, read_image, write_atomic
-from .datasets import IMAGE_SUFFIXES, EvalSet, Sample
+from ..imagefiles import image_extensions
+from .datasets import EvalSet, Sample
 from .metrics import MetricFailed, MetricSuite
 
 BASELINES = ("bicubic",)
@@ -187,8 +188,9 @@ class FolderSystem(System):
         return {"system": "folder", "path": str(self.folder.resolve())}
 
     def find(self, sample: Sample) -> Path | None:
+        exts = image_extensions()
         for path in sorted(self.folder.glob(f"{glob.escape(sample.name)}.*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.suffix.lower() in exts:
                 return path
         return None
 

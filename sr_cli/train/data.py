@@ -18,9 +18,10 @@ from ..errors import UsageError
 
 
 def list_images(folder: Path) -> list[Path]:
-    Image.init()
-    exts = {e.lower() for e in Image.registered_extensions()}
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
+    """Training images below ``folder``, subfolders included (srx's one rule for which files are images)."""
+    from ..imagefiles import list_images as images_in
+
+    return images_in(folder, recursive=True)
 
 
 def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:
