@@ -62,7 +62,7 @@ def clip_embedding(base_dir, text: str) -> torch.Tensor:
 
 @torch.no_grad()
 def one_step_formula(unet, vae, alphas_cumprod, x, t: int, emb) -> torch.Tensor:
-    """DESIGN 2a written out: mean latent, eps at t, z0 = (z - sqrt(1-a) eps) / sqrt(a), decode, clamp."""
+    """OSEDiff's one step (arXiv:2406.08177, docs/engine.md) written out: mean latent, eps at t, z0 = (z - sqrt(1-a) eps) / sqrt(a), decode, clamp."""
     sf = vae.config.scaling_factor
     z = vae.encode(x).latent_dist.mean * sf
     eps = unet(z, torch.tensor([t]), encoder_hidden_states=emb).sample

@@ -21,7 +21,7 @@ from tiny import TINY_VQ_CONFIG, make_resshift_files, make_tiny_swin_unet, make_
 
 runner = CliRunner()
 
-# DESIGN 2b: sqrt(eta) of the released 15-step v1 schedule.
+# ResShift (arXiv:2307.12348): sqrt(eta) of the released 15-step v1 schedule.
 V1_SQRT_ETAS = [0.02, 0.1172, 0.1763, 0.2336, 0.2916, 0.3510, 0.4124, 0.4759, 0.5417, 0.6099, 0.6807, 0.7540, 0.8300,
                 0.9086, 0.99]
 
@@ -113,7 +113,7 @@ def test_refuses_pickled_code_and_swapped_files(tmp_path):
 
 
 def independent_one_step(unet, vq, lr, eps):
-    """The one-step student by the formula of DESIGN 2b, written out with the bare networks."""
+    """The one-step student by the formula of docs/engine.md (ResShift family), written out with the bare networks."""
     kappa, sqrt_eta_T = 2.0, 0.99
     with torch.no_grad():
         y = vq.encode(F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)).latents

@@ -1,1 +1,1 @@
-"""``srx evaluate``: the papers' benchmark protocol (DESIGN 6) on any model of the engine."""
+"""``srx evaluate``: the papers' benchmark protocol (docs/engine.md) on any model of the engine."""

@@ -1,4 +1,4 @@
-"""Image-quality metrics through pyiqa, with the papers' settings (DESIGN 6).
+"""Image-quality metrics through pyiqa, with the papers' settings (OSEDiff's, arXiv:2406.08177; docs/engine.md).
 
 pyiqa is an optional extra (``srx[eval]``; PolyForm Noncommercial license). Its metrics that need
 pretrained weights download them on first use into ``$TORCH_HOME/hub/pyiqa`` (or torchvision's

@@ -1,4 +1,4 @@
-"""ResShift's Swin-UNet denoiser (DESIGN 2b), our own implementation with the official key layout.
+"""ResShift's Swin-UNet denoiser (arXiv:2307.12348), our own implementation with the official key layout.
 
 An ADM-style UNet (ResBlocks with scale-shift timestep conditioning, GroupNorm computed in float32)
 with a Swin layer (two window-attention blocks, the second shifted) after the first ResBlock of every

@@ -1,4 +1,4 @@
-"""The VQGAN f4 autoencoder of ResShift/SinSR (DESIGN 2b) as a diffusers ``VQModel``.
+"""The VQGAN f4 autoencoder of ResShift/SinSR (arXiv:2307.12348, arXiv:2311.14760) as a diffusers ``VQModel``.
 
 The authors' ``VQModelTorch`` is the latent-diffusion VQ-f4 (the same architecture as the VQ-VAE
 of CompVis' LDM super-resolution, which diffusers runs as ``VQModel``): encoder and decoder with
