@@ -153,109 +153,26 @@ def safe_torch_load(path: str | Path, expected: str | None = None) -> Any:
         raise CheckpointFormatError(f"{path}: not a readable torch checkpoint ({_torch_reason(e)})") from None
 
 
-def _require(ckpt: dict, keys: tuple[str, ...], fmt: str, path: Path) -> None:
-    missing = [k for k in keys if k not in ckpt]
-    if missing:
-        raise CheckpointFormatError(f"{path}: not a {fmt} checkpoint (missing {', '.join(missing)})")
-
-
-def _unique(names) -> tuple[str, ...]:
-    # The authors' target lists repeat names (one entry per matching pattern); peft uses a set.
-    return tuple(sorted(set(names)))
-
-
-def _prefixed(prefix: str, state: dict, path: Path) -> dict[str, Any]:
-    import torch
-
-    out = {}
-    for k, v in state.items():
-        if not isinstance(v, torch.Tensor):
-            raise CheckpointFormatError(f"{path}: entry {k!r} of the state dict is not a tensor")
-        out[f"{prefix}.{k}"] = v
-    return out
-
-
-def convert_osediff(ckpt: dict, path: Path) -> OneStepCheckpoint:
-    """OSEDiff ``osediff.pkl``: three UNet adapters (encoder/decoder/others), one VAE-encoder adapter.
-
-    ``state_dict_unet`` also carries the fully trained ``conv_in`` (as ``conv_in.base_layer.*``,
-    since ``conv_in`` is itself a LoRA target).
-    """
-    keys = ("unet_lora_encoder_modules", "unet_lora_decoder_modules", "unet_lora_others_modules",
-            "vae_lora_encoder_modules", "rank_unet", "rank_vae", "state_dict_unet", "state_dict_vae")
-    _require(ckpt, keys, "OSEDiff", path)
-    r_unet, r_vae = int(ckpt["rank_unet"]), int(ckpt["rank_vae"])
-    unet_adapters = [
-        AdapterSpec(f"default_{part}", r_unet, PEFT_DEFAULT_LORA_ALPHA, _unique(ckpt[f"unet_lora_{part}_modules"]))
-        for part in ("encoder", "decoder", "others")
-        if ckpt[f"unet_lora_{part}_modules"]
-    ]
-    vae_adapters = [AdapterSpec("default_encoder", r_vae, PEFT_DEFAULT_LORA_ALPHA, _unique(ckpt["vae_lora_encoder_modules"]))]
-    tensors = _prefixed("unet", ckpt["state_dict_unet"], path) | _prefixed("vae", ckpt["state_dict_vae"], path)
-    return OneStepCheckpoint(unet_adapters, vae_adapters, tensors, None, "osediff-pkl")
-
-
-def convert_hero_sr(ckpt: dict, path: Path) -> OneStepCheckpoint:
-    """Hero-SR ``hero_sr_model.pkl``: UNet adapter ``default``, VAE adapter ``vae``, and the DTSM."""
-    keys = ("rank_unet", "unet_lora_target_modules", "state_dict_unet", "rank_vae", "vae_lora_target_modules",
-            "state_dict_vae", "state_dict_time_adaptive")
-    _require(ckpt, keys, "Hero-SR", path)
-    unet_adapters = [AdapterSpec("default", int(ckpt["rank_unet"]), PEFT_DEFAULT_LORA_ALPHA,
-                                 _unique(ckpt["unet_lora_target_modules"]))]
-    vae_adapters = [AdapterSpec("vae", int(ckpt["rank_vae"]), PEFT_DEFAULT_LORA_ALPHA,
-                                _unique(ckpt["vae_lora_target_modules"]))]
-    dtsm_state = ckpt["state_dict_time_adaptive"]
-    if "time_list" not in dtsm_state or "conv1.0.weight" not in dtsm_state:
-        raise CheckpointFormatError(f"{path}: state_dict_time_adaptive is not a Hero-SR time-step module")
-    # Read the module's hyperparameters off the state dict.
-    n_blocks = len({k.split(".")[1] for k in dtsm_state if k.startswith("blocks.")})
-    channels = dtsm_state["conv1.0.weight"].shape[0]
-    hidden = dtsm_state["fc.0.weight"].shape[0]
-    pool_area = dtsm_state["fc.0.weight"].shape[1] // channels
-    pool = int(round(pool_area**0.5))
-    dtsm = {
-        "timesteps": [int(round(t)) for t in dtsm_state["time_list"].tolist()],
-        "channels": int(channels),
-        "num_blocks": n_blocks,
-        "pool_size": pool,
-        "hidden": int(hidden),
-    }
-    tensors = (
-        _prefixed("unet", ckpt["state_dict_unet"], path)
-        | _prefixed("vae", ckpt["state_dict_vae"], path)
-        | _prefixed("dtsm", dtsm_state, path)
-    )
-    return OneStepCheckpoint(unet_adapters, vae_adapters, tensors, dtsm, "hero-sr-pkl")
-
-
-CONVERTERS = {"osediff-pkl": convert_osediff, "hero-sr-pkl": convert_hero_sr}
-
-
-def detect_format(ckpt: Any) -> str | None:
-    if not isinstance(ckpt, dict):
-        return None
-    if "state_dict_time_adaptive" in ckpt:
-        return "hero-sr-pkl"
-    if "unet_lora_encoder_modules" in ckpt:
-        return "osediff-pkl"
-    return None
-
-
 def read_published(path: str | Path, fmt: str, expected: str | None = None) -> OneStepCheckpoint:
     """Read a published checkpoint of format ``fmt`` (safely) into an OneStepCheckpoint.
 
-    ``expected``: the published file's name (e.g. ``osediff.pkl``), for messages about files that are not it.
+    The family that owns ``fmt`` converts it (``sr_cli/families/``). ``expected``: the published file's name
+    (e.g. ``osediff.pkl``), for messages about files that are not it.
     """
+    from .families import FAMILIES, detect_format, format_owner
+
     path = Path(path)
-    if fmt not in CONVERTERS:
-        raise CheckpointFormatError(f"{path}: format {fmt!r} cannot be read (known: {', '.join(CONVERTERS)})")
+    family = format_owner(fmt)
+    if family is None:
+        known = [f for fam in FAMILIES.values() for f in fam.formats]
+        raise CheckpointFormatError(f"{path}: format {fmt!r} cannot be read (known: {', '.join(known)})")
     ckpt = safe_torch_load(path, expected)
     found = detect_format(ckpt)
     if found is not None and found != fmt:
         raise CheckpointFormatError(f"{path}: this is a {found} checkpoint, expected {fmt}")
     if not isinstance(ckpt, dict):
         raise CheckpointFormatError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
-    return CONVERTERS[fmt](ckpt, path)
+    return family.formats[fmt](ckpt, path)
 
 
 def write_model_dir(directory: str | Path, spec_dict: dict[str, Any], ckpt: OneStepCheckpoint) -> Path:

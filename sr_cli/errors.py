@@ -20,6 +20,15 @@ class UsageError(SrxError):
     exit_code = 2
 
 
+class OptionError(UsageError):
+    """A bad value of a named setting (e.g. an ``UpscaleOptions`` field): the message starts with the field's
+    name; the CLI reports it under the flag's name instead (``cli.common.user_message``)."""
+
+    def __init__(self, field: str, detail: str):
+        self.field, self.detail = field, detail
+        super().__init__(f"{field} {detail}")
+
+
 class UnknownModelError(UsageError):
     """A model name that is neither in the registry nor a model directory."""
 

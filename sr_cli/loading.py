@@ -7,8 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import hub
-from .checkpoints import OneStepCheckpoint, read_model_dir, read_model_json, read_published, write_model_dir
+from .checkpoints import OneStepCheckpoint, read_model_dir, read_model_json, write_model_dir
 from .errors import CheckpointFormatError, ManifestError, UnknownModelError
+from .families import family_of
 from .registry import BaseModel, ModelSpec, WeightsSource, get_spec, is_model_dir, spec_from_dict
 
 
@@ -73,39 +74,9 @@ def converted_copy(spec: ModelSpec) -> Path | None:
 
 def _conversion(spec: ModelSpec, download: bool) -> tuple[Path, Callable[[], OneStepCheckpoint], list[Path]]:
     """(the conversion's cache directory, a function that converts, the source files); sources are verified."""
-    import hashlib
-
-    path = hub.resolve_weights(spec, download=download)
-    if spec.family == "resshift":  # denoiser + autoencoder -> one model directory, keyed by both hashes
-        from .checkpoints_resshift import read_resshift
-
-        if spec.autoencoder is None:
-            raise UnknownModelError(f"model {spec.name!r} names no [autoencoder] weights file")
-        autoencoder = hub.resolve_weights(hub.autoencoder_spec(spec), download=download)
-        key = hashlib.sha256((hub.sha256_file(path) + hub.sha256_file(autoencoder)).encode()).hexdigest()
-        return hub.converted_dir(key), lambda: read_resshift(path, autoencoder), [path, autoencoder]
-    if path.suffix == ".safetensors" or spec.format == "srx":
-        raise CheckpointFormatError(f"{path}: a bare safetensors file is not a model; pass its model directory")
-    return (hub.converted_dir(hub.sha256_file(path)), lambda: read_published(path, spec.format, spec.weights.filename),
-            [path])
-
-
-def _build_net(spec: ModelSpec, ckpt: OneStepCheckpoint, download: bool, merge_lora: bool):
-    if spec.family == "lite":
-        from .engine.lite import OneStepLite
-
-        return OneStepLite.from_checkpoint(ckpt)
-    if spec.family == "resshift":
-        from .engine.resshift import ResShiftSR
-
-        return ResShiftSR.from_checkpoint(ckpt)
-    from .engine.sd_onestep import OneStepSD
-
-    if spec.base is None:
-        raise UnknownModelError(f"model {spec.name!r} names no base model; pass --base")
-    base_dir = hub.resolve_base(spec.base, spec.name, download=download)
-    needs_text = spec.defaults.text_condition == "prompt"
-    return OneStepSD.from_pretrained(base_dir, ckpt, merge_lora=merge_lora, needs_text_encoder=needs_text)
+    family = family_of(spec)
+    sources = family.source_files(spec, download)
+    return hub.converted_dir(family.conversion_key(sources)), lambda: family.convert(spec, sources), sources
 
 
 def _weights_location(spec: ModelSpec) -> str:
@@ -167,8 +138,9 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     ckpt = load_checkpoint(spec, download=download)
+    family = family_of(spec)
     try:
-        net = _build_net(spec, ckpt, download, merge_lora)
+        net = family.build(spec, ckpt, download=download, merge_lora=merge_lora)
     except (RuntimeError, CheckpointFormatError) as e:
         # torch's "Error(s) in loading state_dict for X:" (the engines keep only that line; the keys are in
         # the RuntimeError it came from) says neither which file nor what is wrong with it.
@@ -182,12 +154,7 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
             raise
         where = Path(spec.weights.path) / "srx_model.json" if spec.weights is not None and spec.weights.path else spec.name
         raise ManifestError(f"{where}: the network settings do not fit the {spec.family} network ({e})") from None
-    tagger = None
-    if spec.family == "sd-onestep":
-        from .engine.dape import load_dape_tagger, prompt_extractor_for
-
-        if prompt_extractor_for(spec, prompt_extractor) == "dape":
-            tagger = load_dape_tagger(spec, download=download, requested=prompt_extractor)
+    tagger = family.load_extras(spec, prompt_extractor, download)
     model = SRModel(spec, net, dev, dt, tagger=tagger)
     if compile_unet:
         model.compile_unet()

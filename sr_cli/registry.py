@@ -3,7 +3,7 @@
 One table per model::
 
     [osediff]
-    family = "sd-onestep"            # which engine runs it
+    family = "sd-onestep"            # which model family runs it (sr_cli/families/)
     format = "osediff-pkl"           # how its weights file is laid out (see checkpoints.py)
     description, paper, license = "..."
     [osediff.base]                   # the pretrained diffusion model it builds on
@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError, UnknownModelError
+from .families import FAMILIES as FAMILY_OBJECTS
+from .families import SAMPLERS  # the samplers' one definition (also checked by Defaults below)
 
-FAMILIES = ("sd-onestep", "lite", "resshift")
-SAMPLERS = ("one-step", "deterministic", "stochastic")  # the last two: ResShift family only
+FAMILIES = tuple(FAMILY_OBJECTS)  # the manifest's family names (sr_cli/families/, one module each)
 COLOR_FIXES = ("adain", "wavelet", "none")
 TEXT_CONDITIONS = ("prompt", "learned")
 

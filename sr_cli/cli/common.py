@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..errors import SrxError
+from ..errors import OptionError, SrxError
 
 # Errors and progress go to stderr; stdout is kept for results (e.g. --json).
 err_console = Console(stderr=True, highlight=False)
@@ -43,9 +43,23 @@ def print_line(message: object, console: Console | None = None) -> None:
     console.print(Text(str(message)), soft_wrap=True, highlight=False, emoji=False)
 
 
+# The engine names the setting (an ``UpscaleOptions`` field); users typed a flag.
+FLAG_OF_FIELD = {"scale": "--scale", "tile": "--tile", "overlap": "--overlap", "tile_batch": "--tile-batch",
+                 "color_fix": "--color-fix", "prompt": "--prompt", "seed": "--seed", "sampler": "--sampler",
+                 "prompt_extractor": "--prompt-extractor"}
+
+
+def user_message(error: object) -> str:
+    """The text of an error as the command line reports it: an ``OptionError`` under its flag's name."""
+    if isinstance(error, OptionError):
+        return f"{FLAG_OF_FIELD.get(error.field, error.field)} {error.detail}"
+    return str(error)
+
+
 def print_error(message: object, console: Console | None = None) -> None:
-    """``error: MESSAGE`` on stderr: the prefix in red, the message verbatim."""
-    (console or err_console).print(_styled("error:", "red", message), soft_wrap=True, highlight=False, emoji=False)
+    """``error: MESSAGE`` on stderr: the prefix in red, the message verbatim (errors: ``user_message``)."""
+    (console or err_console).print(_styled("error:", "red", user_message(message)), soft_wrap=True, highlight=False,
+                                   emoji=False)
 
 
 def print_note(message: object, console: Console | None = None) -> None:

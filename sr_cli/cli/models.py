@@ -93,6 +93,7 @@ def print_fields(rows: list[tuple[str, str]]) -> None:
 def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     """Everything the registry knows about a model: paper, licenses, sources, defaults, cache paths."""
     from .. import hub
+    from ..families import family_of
     from ..registry import get_spec
 
     spec = get_spec(name)
@@ -135,7 +136,7 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     rows += [
         ("format", spec.format),
         ("scale", f"x{d.scale:g}"),
-        ("timestep", str(d.timestep) if spec.family != "resshift" else f"T-1 of the 15-step schedule, sampler {d.sampler}"),
+        *family_of(spec).describe_defaults(spec),
         ("text condition", d.text_condition if d.text_condition == "learned"
          else f"prompt {d.prompt_template!r} with prompt={d.prompt!r}"),
         ("color fix", d.color_fix),
@@ -177,8 +178,9 @@ def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
 def verify(name: Annotated[str, typer.Argument(help="Model name, or a saved model directory.")]) -> None:
     """Check the cached weights against their sha256, that they load in the model's format, and the converted copy."""
     from .. import hub
-    from ..checkpoints import check_model_files, read_model_dir, read_published
+    from ..checkpoints import check_model_files, read_model_dir
     from ..errors import SrxError, WeightsIntegrityError
+    from ..families import family_of
     from ..loading import converted_copy, load_checkpoint
     from ..registry import get_spec, is_model_dir, registry
 
@@ -203,14 +205,7 @@ def verify(name: Annotated[str, typer.Argument(help="Model name, or a saved mode
         except SrxError as e:
             raise WeightsIntegrityError(f"{e}. It is srx's converted copy of the verified download: delete "
                                         f"{converted} and srx converts it again on next use") from None
-    if spec.family == "resshift":
-        load_checkpoint(spec, download=False)  # both files read (converted once)
-        print_line(f"{name}: weights, autoencoder{' and converted copy' if converted else ''} OK")
-        return
-    path = hub.resolve_weights(spec, download=False)
-    read_published(path, spec.format, spec.weights.filename)
-    print_line(f"{name}: {path} OK (sha256 {hub.sha256_file(path)})"
-               + (f"; converted copy {converted} OK" if converted else ""))
+    print_line(family_of(spec).verify(spec, converted))  # reads the published file(s): raises on a bad one
     if spec.ram is not None and spec.dape is not None:  # OSEDiff's prompt extractor: checked where present
         from ..engine.dape import read_dape, read_ram, tagger_file_spec
         from ..errors import WeightsMissingError
@@ -237,8 +232,8 @@ def import_(
 ) -> None:
     """Import a hand-downloaded weights file (e.g. Hero-SR's Google Drive file) into the cache."""
     from .. import hub
-    from ..checkpoints import read_published
     from ..errors import UsageError
+    from ..families import family_of
     from ..registry import get_spec
 
     spec = get_spec(name)
@@ -261,11 +256,6 @@ def import_(
     if spec.weights is None or spec.weights.kind == "embedded":
         raise UsageError(f"{name} has no weights file to import")
     # Refuse files that are not this model's format before copying.
-    if spec.family == "resshift":
-        from ..checkpoints_resshift import check_denoiser
-
-        check_denoiser(file, spec.weights.filename)
-    else:
-        read_published(file, spec.format, spec.weights.filename)
+    family_of(spec).check_import(spec, file)
     dest = hub.import_weights(spec, file)
     print_line(f"{name}: imported {file} -> {dest}")

@@ -17,7 +17,7 @@ import typer
 from ..limits import DEFAULT_MAX_PIXELS
 from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt,
                      PromptExtractorOpt, SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console,
-                     print_error, print_line, report_errors)
+                     print_error, print_line, report_errors, user_message)
 
 FORMATS = ("same", "png", "jpg", "webp", "tiff")
 
@@ -209,7 +209,7 @@ def upscale(
                                      skip_existing, overwrite, max_pixels, prompt_extractor)
         except SrxError as e:
             if json_out:
-                _emit_json({"error": str(e)})
+                _emit_json({"error": user_message(e)})
             raise
         reporter = Reporter(len(jobs), quiet)
         for job in jobs:  # failures and skips found while planning
@@ -222,7 +222,7 @@ def upscale(
                                 compile_unet=compile_unet, prompt_extractor=options.prompt_extractor)
             except SrxError as e:
                 if json_out:
-                    _emit_json({"error": str(e), **_report(jobs, started, None)})
+                    _emit_json({"error": user_message(e), **_report(jobs, started, None)})
                 raise
 
             def process(job) -> None:
@@ -266,6 +266,7 @@ def _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_ba
     """Every check that needs no model: options, inputs, output plan; stale temporary files removed."""
     from ..engine.pipeline import UpscaleOptions
     from ..errors import UsageError
+    from ..families import family_of
     from ..fsio import remove_stale, stale_files
     from ..loading import resolve_spec
 
@@ -285,9 +286,7 @@ def _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_ba
     options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
                              prompt=prompt, seed=seed, sampler=sampler, prompt_extractor=prompt_extractor)
     resolved = options.resolved(spec)  # usage errors before any work
-    if resolved.sampler != "one-step" and spec.family != "resshift":
-        raise UsageError(f"--sampler {resolved.sampler}: {spec.name} is a one-step model (only the ResShift "
-                         f"family has multi-step samplers)")
+    family_of(spec).check_sampler(spec, resolved.sampler)  # a multi-step sampler on a one-step model
 
     jobs = _plan(inputs, output, fmt, suffix, recursive, overwrite)
     for folder in {j.dest.parent for j in jobs if j.dest is not None}:

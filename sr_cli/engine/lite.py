@@ -15,13 +15,11 @@ from .tensors import move_module, pad_to_multiple
 
 
 class OneStepLite(nn.Module):
-    """Same interface as ``OneStepSD`` (what ``SRModel`` calls), for the embedded lite model."""
+    """The embedded lite model: ``forward(x)`` maps an upsampled image in [-1, 1] to the SR image."""
 
     def __init__(self, unet: LiteUNet):
         super().__init__()
         self.unet = unet
-        self.dtsm = None
-        self.learned_text_embedding = None
 
     @classmethod
     def from_checkpoint(cls, ckpt: OneStepCheckpoint) -> "OneStepLite":
@@ -39,12 +37,6 @@ class OneStepLite(nn.Module):
         self.compute_device, self.dtype = device, dtype
         move_module(self.unet, device, dtype, "lite")
         return self
-
-    def choose_timesteps(self, x: torch.Tensor, fixed) -> torch.Tensor:
-        return torch.zeros(x.shape[0], device=x.device)  # one step; the net takes no timestep
-
-    def text_condition(self, text) -> torch.Tensor:
-        return torch.zeros(1)  # no text condition
 
     def forward(self, x: torch.Tensor, timesteps=None, text_embedding=None, generator=None) -> torch.Tensor:
         """``x``: bicubic-upsampled LR in [-1, 1], any size; returns the SR image in [-1, 1]."""

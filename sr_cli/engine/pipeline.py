@@ -1,9 +1,10 @@
 """``SRModel``: the one object every command runs (upscale, evaluate, validation in train/distill).
 
-Steps for one image (DESIGN 2a and 5): check inputs -> upsample with PIL bicubic to the output size (8-bit
-images, given as uint8 tensors, through PIL's own 8-bit resize as the authors' scripts; 16-bit in float) ->
-per-image conditions (text embedding, timestep: fixed or DTSM) -> tiles stream through the one-step
-network and are blended -> NaN check -> color fix on the whole image.
+Steps for one image: check inputs -> the model's family plans the tiles (``sr_cli/families/``: SD-style families
+upsample with PIL bicubic to the output size and tile in output space, 8-bit images given as uint8 tensors
+through PIL's own 8-bit resize as the authors' scripts, 16-bit in float, with per-image conditions: text
+embedding, timestep fixed or DTSM; the ResShift family tiles the LR image) -> tiles stream through the network
+and are blended -> NaN check -> color fix on the whole image -> resize to a non-native scale.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import NumericalError, UsageError
+from ..errors import NumericalError, OptionError, UsageError
+from ..families import family_of
 from ..registry import COLOR_FIXES, SAMPLERS, ModelSpec
 from .color import apply_color_fix
-from .resize import output_size, pil_resize, to_unit_float, upsample_input
 from .dape import DapeTagger, prompt_extractor_for
-from .sd_onestep import OneStepSD, pad_to_multiple
-from .tiling import plan_tiles, run_tiled
+from .resize import output_size, pil_resize
+from .tiling import run_tiled
 
 
 @dataclass(frozen=True)
@@ -55,18 +56,19 @@ class UpscaleOptions:
         return opts
 
     def check(self) -> None:
+        """Raise an ``OptionError`` naming the field (the CLI names its flag) for a value out of range."""
         if self.scale < 1:
-            raise UsageError(f"--scale must be >= 1, got {self.scale}")
+            raise OptionError("scale", f"must be >= 1, got {self.scale}")
         if self.tile < 0 or (self.tile and self.tile % 8):
-            raise UsageError(f"--tile must be 0 (no tiling) or a positive multiple of 8, got {self.tile}")
+            raise OptionError("tile", f"must be 0 (no tiling) or a positive multiple of 8, got {self.tile}")
         if self.tile and not 0 <= self.overlap < self.tile:
-            raise UsageError(f"--overlap must be in [0, tile), got {self.overlap} with tile {self.tile}")
+            raise OptionError("overlap", f"must be in [0, tile), got {self.overlap} with tile {self.tile}")
         if self.tile_batch < 1:
-            raise UsageError(f"--tile-batch must be >= 1, got {self.tile_batch}")
+            raise OptionError("tile_batch", f"must be >= 1, got {self.tile_batch}")
         if self.color_fix not in COLOR_FIXES:
-            raise UsageError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {self.color_fix!r}")
+            raise OptionError("color_fix", f"must be one of {', '.join(COLOR_FIXES)}, got {self.color_fix!r}")
         if self.sampler not in SAMPLERS:
-            raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+            raise OptionError("sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
 
 
 class SRModel:
@@ -77,9 +79,11 @@ class SRModel:
     >>> sr = model.upscale(Image.open("photo.jpg"))
     """
 
-    def __init__(self, spec: ModelSpec, net: OneStepSD, device: torch.device, dtype: torch.dtype,
+    def __init__(self, spec: ModelSpec, net: torch.nn.Module, device: torch.device, dtype: torch.dtype,
                  tagger: DapeTagger | None = None):
+        """``net``: the network its family (``family_of(spec)``) built, with ``place(device, dtype)``."""
         self.spec = spec
+        self.family = family_of(spec)
         self.net = net.place(device, dtype)
         self.device = device
         self.dtype = dtype
@@ -139,87 +143,21 @@ class SRModel:
         height, width = output_size(lr.shape[-2], lr.shape[-1], opts.scale)
         # The model runs at its native scale; other factors resize its result (Lanczos) afterwards.
         native_h, native_w = output_size(lr.shape[-2], lr.shape[-1], self.native_scale)
-        if getattr(self.net, "works_on_lr", False):
-            # The ResShift family's scripts read 8-bit images as float (value / 255) and upsample in torch.
-            out = self._upscale_in_lr_space(to_unit_float(lr.cpu()), opts, on_tile)
-            if (native_h, native_w) != (height, width):
-                out = pil_resize(out, height, width, Image.Resampling.LANCZOS)
-            return out
-        if opts.sampler != "one-step":
-            raise UsageError(f"--sampler {opts.sampler}: {self.name} is a one-step model (only the ResShift family "
-                             f"has multi-step samplers)")
-        # [0, 1], CPU: the network's input and the color-fix reference (the authors' color fix takes the same image).
-        reference = upsample_input(lr.cpu(), native_h, native_w)
-
-        # The DTSM looks at the whole upsampled image in [-1, 1] (resized small on the host before it goes to
-        # the device); a fixed timestep needs none of it.
-        fixed = self.fixed_timestep()
-        probe = reference if fixed is None else reference[:, :, :1, :1]
-        timesteps = self.net.choose_timesteps(probe * 2 - 1, fixed).to(self.device)
-        text = self.net.text_condition(self.prompt_for(reference, options))
-        generator = None
-        if opts.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(opts.seed)
-
-        def tile_fn(crops: torch.Tensor) -> torch.Tensor:
-            # Crops of the [0, 1] reference go to [-1, 1] per tile: no second image-sized copy of the input.
-            # (``crops`` may be the reference itself when the image is one tile: never changed in place.)
-            x = torch.mul(crops.to(self.device, non_blocking=True), 2).sub_(1)
-            y = self.net(x, timesteps, text, generator)  # a new tensor: scaled in place
-            return y.add_(1).mul_(0.5).cpu()
-
-        out = run_tiled(reference, tile_fn, tile=opts.tile, overlap=opts.overlap, batch=opts.tile_batch,
-                        on_tile=on_tile)
+        self.family.check_sampler(self.spec, opts.sampler)
+        plan = self.family.plan(self, lr, opts, (native_h, native_w), options)
+        out = run_tiled(plan.source, plan.tile_fn, tile=plan.tile, overlap=plan.overlap, batch=opts.tile_batch,
+                        out_channels=plan.out_channels, on_tile=on_tile, scale=plan.scale)
+        out = out[:, :, :native_h, :native_w]
         self._check_finite(out)
-        # 8-bit inputs of the SD family come out in the 8-bit levels of the authors' scripts: they convert the
-        # network's output, and again the color-fixed image, with ``ToPILImage`` (truncation, not rounding).
-        authors_levels = lr.dtype == torch.uint8 and self.spec.family == "sd-onestep"
         out = out.clamp_(0, 1)
-        if authors_levels:
+        if plan.authors_8bit_levels:
             out = truncate_to_8bit(out)
-        out = apply_color_fix(opts.color_fix, out, reference)
-        if authors_levels and opts.color_fix != "none":
-            out = truncate_to_8bit(out)
+        if opts.color_fix != "none":
+            out = apply_color_fix(opts.color_fix, out, plan.color_reference())
+            if plan.authors_8bit_levels:
+                out = truncate_to_8bit(out)
         if (native_h, native_w) != (height, width):
             out = pil_resize(out, height, width, Image.Resampling.LANCZOS)
-        return out
-
-    def _upscale_in_lr_space(self, lr: torch.Tensor, opts: UpscaleOptions, on_tile) -> torch.Tensor:
-        """The ResShift family: tiles are cut from the LR image (the network conditions on it) and the
-        prior noise is drawn once per image at LR resolution (seeded; seed 0 by default), so overlapping
-        tiles start from the same x_T.
-
-        As the authors' scripts: an image that fits in one tile (by default 512 LR pixels, their chop size) is
-        padded to the network's multiple first (reflect) and its noise drawn over the padded size, as their
-        ``randn_like`` of the padded latent (the same numbers for the same seed on the CPU); tiles that need
-        padding get fresh noise there too (``ResShiftSR.sample``), never a mirror of the image's noise.
-        """
-        sf = int(self.native_scale)
-        seed = 0 if opts.seed is None else opts.seed
-        noise_gen = torch.Generator().manual_seed(seed)
-        chain_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
-        lr = lr.clamp(0, 1)
-        height, width = lr.shape[-2:]
-        tile, overlap = opts.tile // sf, opts.overlap // sf
-        if len(plan_tiles(height, width, tile, overlap)) == 1:
-            lr = pad_to_multiple(lr, self.net.multiple)
-            tile = 0
-        eps = torch.randn(lr.shape, generator=noise_gen)
-
-        def tile_fn(crops: torch.Tensor) -> torch.Tensor:
-            x = crops.to(self.device, non_blocking=True)
-            x = torch.cat([x[:, :3] * 2 - 1, x[:, 3:]], dim=1)
-            return self.net(x, opts.sampler, chain_gen).add_(1).mul_(0.5).cpu()  # a new tensor: in place
-
-        out = run_tiled(torch.cat([lr, eps], dim=1), tile_fn, tile=tile, overlap=overlap,
-                        batch=opts.tile_batch, out_channels=3, on_tile=on_tile, scale=sf)
-        out = out[:, :, : height * sf, : width * sf]
-        lr = lr[:, :, :height, :width]
-        self._check_finite(out)
-        out.clamp_(0, 1)
-        if opts.color_fix != "none":
-            reference = pil_resize(lr, out.shape[-2], out.shape[-1])
-            out = apply_color_fix(opts.color_fix, out, reference)
         return out
 
     def compile_unet(self) -> None:

@@ -34,9 +34,8 @@ from ..checkpoints import OneStepCheckpoint
 from ..errors import CheckpointFormatError
 from ..nets.swin_unet import SwinUNet, SwinUNetConfig
 from ..nets.vqgan import VQ_F4_CONFIG, build_vq_model
+from ..registry import SAMPLERS
 from .tensors import move_module, pad_to_multiple
-
-SAMPLERS = ("one-step", "deterministic", "stochastic")
 
 
 @dataclass(frozen=True)
@@ -99,10 +98,6 @@ class ResShiftSR(nn.Module):
     ``x`` has 6 channels: the LR image and the prior noise ``eps`` (so that noise is drawn once per image,
     at LR resolution, and tiles agree where they overlap).
     """
-
-    works_on_lr = True
-    dtsm = None
-    learned_text_embedding = None
 
     def __init__(self, unet: SwinUNet, vq, schedule: ResShiftSchedule):
         super().__init__()
