@@ -144,13 +144,9 @@ class StageClock:
             h.remove()
 
 
-def model_stages(net) -> dict[str, torch.nn.Module]:
-    """The model's stages worth timing apart: encode / UNet / decode (SD), the UNet alone otherwise."""
-    if hasattr(net, "vae"):
-        return {"encode": net.vae.encoder, "unet": net.unet, "decode": net.vae.decoder}
-    if hasattr(net, "vq"):  # ResShift family
-        return {"encode": net.vq.encoder, "unet": net.unet, "decode": net.vq.decoder}
-    return {"unet": net.unet}
+def model_stages(model) -> dict[str, torch.nn.Module]:
+    """The model's stages worth timing apart, as its family names them (encode / UNet / decode, or the UNet)."""
+    return model.family.stages(model.net)
 
 
 MODEL = "model forward"  # the whole one-step forward of a tile batch (its stages above are inside it)
@@ -160,21 +156,10 @@ def tile_flops(model, tile: int) -> float | None:
     """FLOPs of one forward pass of the model on one ``tile``-sized input (torch's FlopCounterMode)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    net = model.net
-    if getattr(net, "works_on_lr", False):  # ResShift family: LR tile + prior noise, one step
-        lr_tile = tile // int(model.native_scale)
-        try:
-            with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-                net(torch.zeros(1, 6, lr_tile, lr_tile, device=model.device), "one-step")
-        except Exception:  # noqa: BLE001
-            return None
-        return float(counter.get_total_flops())
-    x = torch.zeros(1, 3, tile, tile, device=model.device)
-    t = net.choose_timesteps(x, model.fixed_timestep())
-    text = net.text_condition(model.text_for(""))
+    run = model.family.flops_call(model, tile)
     try:
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            net(x, t, text, None)
+            run()
     except Exception:  # noqa: BLE001 - an op the counter cannot trace: report no FLOPs
         return None
     return float(counter.get_total_flops())
@@ -214,7 +199,7 @@ def run_once(model, src: Path, dest: Path, options) -> dict:
     opts = options.resolved(model.spec)
     clock = StageClock(model.device)
     clock.watch(MODEL, model.net)
-    for stage, module in model_stages(model.net).items():
+    for stage, module in model_stages(model).items():
         clock.watch(stage, module)
     tiles = [0]
     try:
@@ -549,7 +534,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(args)
     except SrxError as e:  # e.g. a model's weights are missing, a bad --color-fix or --tile
-        _fail(str(e), e.exit_code)
+        from .cli.common import user_message
+
+        _fail(user_message(e), e.exit_code)
 
 
 def run(args) -> None:
