@@ -30,7 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .bench_peer import peer_comparison, reference_style  # noqa: F401 (reference_style: tests use it)
+from .bench_report import print_report
 from .errors import SrxError
+from .fsio import write_text
 
 SD21_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
@@ -309,62 +312,6 @@ def sweep_tile_batch(args) -> dict:
     return report
 
 
-# ----------------------------------------------------------------------------- the reference-style loop
-
-
-def reference_style(net, lr: torch.Tensor, tile: int, overlap: int, device, dtype, timestep: int = 999):
-    """How the published reference code runs a one-step SD model: PIL-bicubic x4, then tile by tile at
-    batch 1 with the LoRA adapters unmerged, each tile encoded, denoised and decoded, blended with
-    Gaussian weights (written plainly with diffusers modules; no srx engine code)."""
-    from .engine.resize import pil_resize
-
-    h, w = lr.shape[-2] * 4, lr.shape[-1] * 4
-    x = pil_resize(lr, h, w) * 2 - 1
-    acc = torch.zeros(1, 3, h, w)
-    acc_w = torch.zeros(1, 1, h, w)
-    ys = list(range(0, max(h - tile, 0), tile - overlap)) + [max(h - tile, 0)]
-    xs = list(range(0, max(w - tile, 0), tile - overlap)) + [max(w - tile, 0)]
-    th, tw = min(tile, h), min(tile, w)
-    gy = torch.exp(-0.5 * ((torch.arange(th) - (th - 1) / 2) / (0.3 * th)) ** 2)
-    gx = torch.exp(-0.5 * ((torch.arange(tw) - (tw - 1) / 2) / (0.3 * tw)) ** 2)
-    weight = (gy[:, None] * gx[None, :])[None, None]
-    a = net.alphas_cumprod[timestep].double()
-    text = net.learned_text_embedding.to(device, dtype)
-    for top in ys:
-        for left in xs:
-            crop = x[:, :, top:top + th, left:left + tw].to(device, dtype)
-            z = net.vae.encode(crop).latent_dist.mean * net.vae.config.scaling_factor
-            t = torch.tensor([timestep], device=device)
-            eps = net.unet(z, t, encoder_hidden_states=text).sample
-            z0 = ((z.double() - (1 - a).sqrt() * eps.double()) / a.sqrt()).to(dtype)
-            y = net.vae.decode(z0 / net.vae.config.scaling_factor).sample.float().cpu()
-            acc[:, :, top:top + th, left:left + tw] += y * weight
-            acc_w[:, :, top:top + th, left:left + tw] += weight
-    return (acc / acc_w).clamp(-1, 1)
-
-
-def peer_comparison(args, model, report: dict) -> dict:
-    if args.model not in RANDOM_CONFIGS:
-        return {"skipped": "the peer loop is written for the SD family with random weights (sd21, tiny-sd)"}
-    unmerged = random_sd(args.model, merge=False).to(model.device, model.dtype)
-    lr = torch.from_numpy(np.asarray(Image.open(synthetic_image(Path(tempfile.mkdtemp()) / "p.png", args.size)),
-                                     dtype=np.float32) / 255).permute(2, 0, 1)[None]
-    opts = report
-    times = []
-    with torch.inference_mode():
-        for _ in range(args.warmup + args.repeat):
-            if model.device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            reference_style(unmerged, lr, opts["tile"], opts["overlap"], model.device, model.dtype)
-            if model.device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
-    ref = min(times[args.warmup:])
-    ours = report["total_s"] - report["stages_s"]["read"] - report["stages_s"]["write"]
-    return {"reference_s": ref, "srx_s": ours, "speedup": ref / ours}
-
-
 # ----------------------------------------------------------------------------- memory scaling
 
 
@@ -391,48 +338,6 @@ def memory_scaling(args) -> dict:
         doc["peak_gpu_mb"] = [a["peak_gpu_mb"], b["peak_gpu_mb"]]
         doc["gpu_growth_mb"] = b["peak_gpu_mb"] - a["peak_gpu_mb"]
     return doc
-
-
-# ----------------------------------------------------------------------------- output
-
-
-def print_report(r: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(markup=False, emoji=False, highlight=False)  # model names and paths are printed verbatim
-    table = Table(title=f"{r['model']} on {r['device']} ({r['dtype']}): {r['input'][0]}² → "
-                        f"{r['output'][0]}x{r['output'][1]}, {r['tiles']} tile(s) of {r['tile']} (batch {r['tile_batch']})")
-    table.add_column("stage")
-    table.add_column("seconds", justify="right")
-    table.add_column("share", justify="right")
-    for stage, s in r["stages_s"].items():
-        table.add_row(stage, f"{s:.3f}", f"{100 * s / r['total_s']:.1f}%")
-    table.add_row("total", f"{r['total_s']:.3f}", "100%")
-    console.print(table)
-    console.print(f"engine overhead (all but model forwards): {100 * r['engine_overhead_fraction']:.1f}% "
-                  f"({100 * r['engine_overhead_fraction_without_io']:.1f}% without reading and writing) · "
-                  f"{r['images_per_s']:.3f} images/s · {r['megapixels_per_s']:.2f} MP/s")
-    if r.get("achieved_tflops"):
-        frac = f" ({100 * r['fraction_of_peak']:.1f}% of the {r['peak_tflops']:.0f} TFLOP/s peak)" \
-            if r.get("fraction_of_peak") else ""
-        console.print(f"model: {r['flops_per_tile'] / 1e12:.3f} TFLOP per tile · {r['model_ms_per_tile']:.1f} ms "
-                      f"per tile · achieved {r['achieved_tflops']:.2f} TFLOP/s{frac}")
-    for tb, row in r.get("sweep", {}).items():
-        console.print(f"  tile batch {tb}: {row['model_ms_per_tile']:.1f} ms per tile, total {row['total_s']:.3f} s"
-                      + (f", peak GPU {row['peak_gpu_mb']:.0f} MiB" if row.get("peak_gpu_mb") is not None else ""))
-    gpu = f" · peak GPU {r['peak_gpu_mb']:.0f} MiB" if r.get("peak_gpu_mb") is not None else ""
-    console.print(f"peak host RSS {r['peak_host_rss_mb']:.0f} MiB{gpu}")
-    if "peer" in r:
-        p = r["peer"]
-        console.print(f"peer: {p}" if "skipped" in p else
-                      f"reference-style loop {p['reference_s']:.3f} s vs srx {p['srx_s']:.3f} s: {p['speedup']:.2f}x")
-    if "memory_scaling" in r:
-        m = r["memory_scaling"]
-        console.print(f"memory scaling {m['outputs'][0]} → {m['outputs'][1]}: host peak "
-                      f"{m['peak_host_rss_mb'][0]:.0f} → {m['peak_host_rss_mb'][1]:.0f} MiB "
-                      f"(+{m['host_growth_mb']:.0f} MiB)" +
-                      (f", GPU +{m['gpu_growth_mb']:.0f} MiB" if "gpu_growth_mb" in m else ""))
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -554,7 +459,7 @@ def run(args) -> None:
         report["memory_scaling"] = memory_scaling(args)
     if args.json:
         try:
-            args.json.write_text(json.dumps(report, indent=2))
+            write_text(args.json, json.dumps(report, indent=2))  # atomic: never a half-written report
         except OSError as e:
             _fail(f"--json {args.json}: cannot write ({e.strerror or e})", 1)
     if args.json_only:
