@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from .. import __version__
@@ -60,8 +62,35 @@ def bench(ctx: typer.Context) -> None:
     bench_main(list(ctx.args))
 
 
+# Commands whose --json promises one JSON document on stdout, whatever happens.
+JSON_COMMANDS = ("upscale", "evaluate")
+
+
+def _wants_json(argv: list[str]) -> bool:
+    return bool(argv) and argv[0] in JSON_COMMANDS and "--json" in argv[1:]
+
+
+def _run_with_json_errors() -> None:
+    """Run the app; a command-line parse error (bad option value, unknown option) still prints
+    ``{"error": ...}`` on stdout, as the commands do for their own usage errors."""
+    import json
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as e:  # typer's own click exceptions: bad values, unknown options
+        sys.stdout.write(json.dumps({"error": e.format_message()}, indent=2) + "\n")
+        sys.stdout.flush()
+        e.show()
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 def main() -> None:
     from ..hostmem import tune_host_allocator
 
     tune_host_allocator()
+    if _wants_json(sys.argv[1:]):
+        _run_with_json_errors()
     app()
