@@ -53,18 +53,66 @@ def offline() -> bool:
 # and again to find their converted copy (hundreds of MB for the ResShift family). Any change to a file
 # (size, modification time, inode) makes it hashed again.
 _DIGESTS: dict[tuple, str] = {}
+DIGESTS_FILE = "known_digests.json"
+# Files smaller than this are simply hashed again: remembering them would cost more than it saves.
+REMEMBER_DIGESTS_FROM = 64 << 20
+_trust_remembered = True
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+def distrust_remembered_digests() -> None:
+    """From now on this process reads every file in full to hash it (``srx models verify``)."""
+    global _trust_remembered
+    _trust_remembered = False
+
+
+def _known_digests_path() -> Path:
+    return cache_root() / DIGESTS_FILE
+
+
+def _remembered(identity: tuple) -> str | None:
+    try:
+        known = json.loads(_known_digests_path().read_text(encoding="utf-8"))
+        entry = known.get(identity[0])
+        return entry["sha256"] if entry and tuple(entry["identity"]) == identity[1:] else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _remember(identity: tuple, digest: str) -> None:
+    path = _known_digests_path()
+    try:
+        with locked(lock_path_for(path)):
+            try:
+                known = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                known = {}
+            known = known if isinstance(known, dict) else {}
+            known[identity[0]] = {"identity": list(identity[1:]), "sha256": digest}
+            atomic_write(path, json.dumps(known, indent=2, sort_keys=True).encode("utf-8"))
+    except OSError:
+        pass  # a read-only cache: the digest is just computed again next time
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20, fresh: bool = False) -> str:
+    """sha256 of a file. Large files (weights of several GB, e.g. RAM's 5.6 GB) are hashed once per version of
+    the file: the digest is remembered with the file's identity (device, inode, size, mtime and ctime in
+    nanoseconds — ctime changes on every write and cannot be set back by a user), so every later load does not
+    read them in full again. ``fresh`` (``srx models verify``) always reads the whole file."""
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
         identity = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if identity in _DIGESTS:
-            return _DIGESTS[identity]
+        remember = st.st_size >= REMEMBER_DIGESTS_FROM
+        if not fresh and _trust_remembered:
+            digest = _DIGESTS.get(identity) or (_remembered(identity) if remember else None)
+            if digest:
+                _DIGESTS[identity] = digest
+                return digest
         h = hashlib.sha256()
         while block := f.read(chunk):
             h.update(block)
     _DIGESTS[identity] = h.hexdigest()
+    if remember:
+        _remember(identity, _DIGESTS[identity])
     return _DIGESTS[identity]
 
 
@@ -92,12 +140,13 @@ def record_hash(key: str, digest: str) -> None:
         atomic_write(path, json.dumps(lock, indent=2, sort_keys=True).encode("utf-8"))
 
 
-def verify_file(path: Path, key: str, pinned: str | None, remedy: str = "") -> str:
+def verify_file(path: Path, key: str, pinned: str | None, remedy: str = "", fresh: bool = False) -> str:
     """Hash ``path``; compare with the pinned hash, else with the recorded one (record it if none).
 
     ``remedy``: what the user can do about a mismatch (a command that exists, see ``remedies``).
+    ``fresh``: read the whole file even when its digest is remembered (see ``sha256_file``).
     """
-    digest = sha256_file(path)
+    digest = sha256_file(path, fresh=fresh)
     expected = pinned or read_lock().get(key)
     if expected is None:
         try:

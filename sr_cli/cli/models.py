@@ -184,6 +184,7 @@ def verify(name: Annotated[str, typer.Argument(help="Model name, or a saved mode
     from ..loading import converted_copy, load_checkpoint
     from ..registry import get_spec, is_model_dir, registry
 
+    hub.distrust_remembered_digests()  # verify reads every file in full
     if is_model_dir(name) and name not in registry():
         check_model_files(name, full=True)  # missing, truncated or altered weights.safetensors
         read_model_dir(name)
