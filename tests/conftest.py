@@ -1,12 +1,7 @@
-import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tiny import TINY_REPO, make_hero_sr_pkl, make_osediff_pkl, make_tiny_sd, place_in_hf_cache  # noqa: E402
+from helpers.tiny import TINY_REPO, make_hero_sr_pkl, make_osediff_pkl, make_tiny_sd, place_in_hf_cache
 
 
 @pytest.fixture(scope="session")

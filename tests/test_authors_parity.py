@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import TINY_REPO
+from helpers.tiny import TINY_REPO
 from typer.testing import CliRunner
 
 from sr_cli.cli import app
@@ -37,7 +37,7 @@ def published(request, hf_home):
     model, pkl_fixture, prefix = request.param
     pkl = request.getfixturevalue(pkl_fixture)
     digest = _generator().checkpoint_digest(pkl)
-    assert digest == META[f"{prefix}_pkl"], "tests/tiny.py's checkpoints changed: re-run make_sd_fixtures.py"
+    assert digest == META[f"{prefix}_pkl"], "tests/helpers/tiny.py's checkpoints changed: re-run make_sd_fixtures.py"
     return model, pkl, prefix
 
 

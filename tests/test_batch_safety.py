@@ -3,7 +3,6 @@ type them, exit codes and the JSON document. Tiny images: every test runs in sec
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from helpers.files import umask
 from sr_cli.cli import app
 
 runner = CliRunner()
@@ -127,19 +127,10 @@ def test_disk_full_fails_the_files_that_do_not_fit(tmp_path, limit):
 # ----------------------------------------------------------------------------- file modes
 
 
-@contextlib.contextmanager
-def _umask(mask: int):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 @pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_outputs_get_the_umask_permissions(tmp_path, mask, mode):
     src = _png(tmp_path / "a.png")
-    with _umask(mask):
+    with umask(mask):
         r = _upscale(src, "-o", tmp_path / "out" / "a.png")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "out" / "a.png").stat().st_mode & 0o777 == mode
@@ -150,7 +141,7 @@ def test_overwrite_keeps_the_mode_of_the_replaced_file(tmp_path):
     dest = tmp_path / "a_srx.png"
     dest.write_bytes(b"old")
     dest.chmod(0o640)
-    with _umask(0o022):
+    with umask(0o022):
         r = _upscale(src, "--overwrite")
     assert r.exit_code == 0, r.output
     assert dest.stat().st_mode & 0o777 == 0o640 and Image.open(dest).size == (64, 64)

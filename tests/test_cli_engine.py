@@ -1,4 +1,5 @@
-"""The CLI over the engine: the issue's done-when commands, models subcommands, errors and exit codes."""
+"""The CLI over the engine: `srx upscale` with the SD-family models equals the one-step formula, models subcommands,
+errors and exit codes."""
 
 import json
 import os
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from reference import authors_style_osediff, clip_embedding, one_step_formula
-from tiny import TINY_REPO
+from helpers.reference import authors_style_osediff, clip_embedding, one_step_formula
+from helpers.tiny import TINY_REPO
 from typer.testing import CliRunner
 
 from sr_cli.cli import app
@@ -28,7 +29,7 @@ def img(tmp_path) -> Path:
     return path
 
 
-def test_done_when_osediff_matches_formula(hf_home, tiny_sd, osediff_pkl, img, tmp_path):
+def test_upscale_osediff_equals_the_one_step_formula(hf_home, tiny_sd, osediff_pkl, img, tmp_path):
     from diffusers import DDPMScheduler
 
     out = tmp_path / "out.png"
@@ -51,7 +52,7 @@ def test_done_when_osediff_matches_formula(hf_home, tiny_sd, osediff_pkl, img, t
     assert diff.max() <= 1 / 255 + 1e-4 and np.mean(diff > 0.5 / 255) < 0.01  # a level apart at float ties only
 
 
-def test_done_when_hero_sr(hf_home, tiny_sd, hero_pkl, img, tmp_path):
+def test_upscale_hero_sr_writes_a_4x_image(hf_home, tiny_sd, hero_pkl, img, tmp_path):
     out = tmp_path / "hero.png"
     r = runner.invoke(app, ["upscale", str(img), "--model", "hero-sr", "--base", str(tiny_sd), "--weights",
                             str(hero_pkl), "--color-fix", "none", "--tile", "0", "-o", str(out)])

@@ -1,7 +1,7 @@
 """OSEDiff's DAPE prompts: our RAM/DAPE tagger against what the authors' code returned on the same tiny weights.
 
 ``fixtures/dape/`` holds the authors' outputs (recorded by ``fixtures/dape/make_fixtures.py`` from OSEDiff's
-``ram/`` code) for the tiny checkpoints that ``dape_tiny.py`` rebuilds from a seed.
+``ram/`` code) for the tiny checkpoints that ``helpers/dape_tiny.py`` rebuilds from a seed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dape_tiny import make_tiny_dape, make_tiny_ram, tiny_dape_state_dict, tiny_ram_state_dict
+from helpers.dape_tiny import make_tiny_dape, make_tiny_ram, tiny_dape_state_dict, tiny_ram_state_dict
 from PIL import Image
 
 from sr_cli.engine.dape import DapeTagger, is_dape_file, read_ram
@@ -89,7 +89,7 @@ RAM_REPO = "xinyu1205/recognize_anything_model"
 def dape_in_cache(hf_home, tiny_files, tmp_path):
     """The tiny RAM file in the Hugging Face cache (as the Hub repo the manifest names) and the tiny DAPE.pth
     imported with ``srx models import osediff DAPE.pth``, as a user does."""
-    from tiny import place_in_hf_cache
+    from helpers.tiny import place_in_hf_cache
     from typer.testing import CliRunner
 
     from sr_cli.cli import app
@@ -114,7 +114,7 @@ def _upscale(args: list[str], out: Path):
 
 
 def test_osediff_upscale_conditions_on_the_authors_dape_prompt(dape_in_cache, tiny_sd, osediff_pkl, tmp_path):
-    from reference import clip_embedding
+    from helpers.reference import clip_embedding
 
     from sr_cli.engine.pipeline import UpscaleOptions, pil_to_uint8
     from sr_cli.engine.resize import upsample_input

@@ -3,9 +3,9 @@ through the Hugging Face cache layout."""
 
 import pytest
 import torch
-from reference import (authors_style_hero, authors_style_osediff, clip_embedding, one_step_ddpm,
+from helpers.reference import (authors_style_hero, authors_style_osediff, clip_embedding, one_step_ddpm,
                        one_step_formula)
-from tiny import TINY_REPO
+from helpers.tiny import TINY_REPO
 
 from sr_cli import load_model
 from sr_cli.engine.pipeline import UpscaleOptions

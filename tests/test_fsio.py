@@ -1,6 +1,5 @@
 """The file-system layer every srx writer uses: atomic writes with the umask's modes, locks, claims, stale files."""
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -9,18 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers.files import umask
 from sr_cli import hub
 from sr_cli.fsio import Claim, DestinationExists, atomic_write, is_stale, locked, stale_files
 from sr_cli.registry import get_spec
-
-
-@contextlib.contextmanager
-def _umask(mask: int):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def _mode(path: Path) -> int:
@@ -28,15 +19,15 @@ def _mode(path: Path) -> int:
 
 
 def test_new_files_follow_the_umask_and_replaced_files_keep_their_mode(tmp_path):
-    with _umask(0o022):
+    with umask(0o022):
         atomic_write(tmp_path / "a" / "new.bin", b"1")
-    with _umask(0o077):
+    with umask(0o077):
         atomic_write(tmp_path / "private.bin", b"2")
     assert _mode(tmp_path / "a" / "new.bin") == 0o644 and _mode(tmp_path / "private.bin") == 0o600
     kept = tmp_path / "kept.bin"
     kept.write_bytes(b"old")
     kept.chmod(0o640)
-    with _umask(0o022):
+    with umask(0o022):
         atomic_write(kept, writer=lambda tmp: tmp.write_bytes(b"new"))
     assert kept.read_bytes() == b"new" and _mode(kept) == 0o640
 
@@ -124,7 +115,7 @@ def test_hash_records_from_parallel_processes_are_all_kept(tmp_path):
 
 
 def test_imported_weights_get_the_umask_mode(hf_home, hero_pkl):
-    with _umask(0o022):
+    with umask(0o022):
         dest = hub.import_weights(get_spec("hero-sr"), hero_pkl)
     assert _mode(dest) == 0o644 and dest.read_bytes() == hero_pkl.read_bytes()
     assert _mode(hub.cache_root() / hub.LOCK_FILE) == 0o644
@@ -164,7 +155,7 @@ def test_downloaded_dataset_folder_follows_the_umask(hf_home, tmp_path):
             zf.writestr(f"StableSR_testsets/DIV2K_V2_val/{sub}/img0.png", buf.getvalue())
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text("c" * 40)
-    with _umask(0o022):
+    with umask(0o022):
         root = resolve_dataset("div2k-val").root
     assert _mode(root) == 0o755 and _mode(root / ".srx-complete.json") == 0o644  # not mkdtemp's 0700
 

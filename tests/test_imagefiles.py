@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from helpers.files import current_umask
+
 from sr_cli.batch import Job, discover, plan_outputs
 from sr_cli.cli import app
 from sr_cli.evaluate.datasets import folder_set
@@ -127,7 +129,7 @@ def test_atomic_dir_replaces_a_folder_only_when_complete(tmp_path):
         (staging / "one.txt").write_text("1")
         assert not dest.exists()
     assert sorted(p.name for p in dest.iterdir()) == ["one.txt"]
-    assert stat.S_IMODE(dest.stat().st_mode) == 0o777 & ~_umask()
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o777 & ~current_umask()
     with pytest.raises(RuntimeError), atomic_dir(dest) as staging:
         (staging / "half.txt").write_text("h")
         raise RuntimeError("download failed")
@@ -136,12 +138,6 @@ def test_atomic_dir_replaces_a_folder_only_when_complete(tmp_path):
         (staging / "two.txt").write_text("2")
     assert sorted(p.name for p in dest.iterdir()) == ["two.txt"]
     assert sorted(p.name for p in dest.parent.iterdir()) == ["set"]  # no staging or old copies left
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # ----------------------------------------------------------------------------- encoding

@@ -75,7 +75,7 @@ def test_lite_learns_and_exports(tmp_path):
 
 
 def test_train_cli_lite_end_to_end(tmp_path):
-    from tiny import make_hq_folder
+    from helpers.tiny import make_hq_folder
 
     data = make_hq_folder(tmp_path / "hq", n=3, size=96)
     out = tmp_path / "run"

@@ -174,7 +174,7 @@ def test_base_model_of_a_training_run_suggests_no_made_up_model(hf_home):
 
 def test_suggested_autoencoder_import_works(hf_home, tmp_path, monkeypatch):
     """Following the message for a missing autoencoder offline puts the file where srx looks for it."""
-    from tiny import make_resshift_files
+    from helpers.tiny import make_resshift_files
 
     _denoiser, autoencoder = make_resshift_files(tmp_path / "files")
     ae_spec = hub.autoencoder_spec(get_spec("sinsr"))

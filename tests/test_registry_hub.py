@@ -105,7 +105,7 @@ def test_base_model_offline_missing(hf_home):
 
 
 def test_base_model_found_in_hf_cache(hf_home):
-    from tiny import TINY_COMMIT, TINY_REPO
+    from helpers.tiny import TINY_COMMIT, TINY_REPO
 
     from sr_cli.registry import BaseModel
 

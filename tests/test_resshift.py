@@ -17,7 +17,7 @@ from sr_cli.cli import app
 from sr_cli.engine.resshift import ResShiftSchedule, ResShiftSR
 from sr_cli.nets.swin_unet import official_state_dict, shifted_window_mask
 from sr_cli.nets.vqgan import convert_ldm_vq_state_dict
-from tiny import TINY_VQ_CONFIG, make_resshift_files, make_tiny_swin_unet, make_tiny_vq, vq_state_to_ldm
+from helpers.tiny import TINY_VQ_CONFIG, make_resshift_files, make_tiny_swin_unet, make_tiny_vq, vq_state_to_ldm
 
 runner = CliRunner()
 
@@ -314,7 +314,7 @@ def test_sinsr_one_step_equals_the_authors_code_end_to_end(sinsr_cached, tmp_pat
     spec.loader.exec_module(gen)
     flat, ae = make_resshift_files(tmp_path / "flat")
     assert (gen.checkpoint_digest(flat), gen.checkpoint_digest(ae)) == (meta["denoiser"], meta["autoencoder"]), \
-        "tests/tiny.py's ResShift checkpoints changed: re-run make_resshift_fixtures.py"
+        "tests/helpers/tiny.py's ResShift checkpoints changed: re-run make_resshift_fixtures.py"
 
     r = runner.invoke(app, ["upscale", str(fixtures / meta["lr"]), "--model", "sinsr", "--seed", str(meta["seed"]),
                             "-o", str(tmp_path / "out"), "--device", "cpu", "--dtype", "fp32"])
