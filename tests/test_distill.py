@@ -16,7 +16,7 @@ from sr_cli.train.config import resolve_config
 from sr_cli.train.distill import HighFrequencyINN, haar_high_bands, js_divergence
 from sr_cli.train.loop import make_optimizers
 from sr_cli.train.methods import aux_module, build_method
-from tiny import make_hq_folder, make_resshift_files, make_tiny_clip, make_tiny_swin_unet
+from helpers.tiny import make_hq_folder, make_resshift_files, make_tiny_clip, make_tiny_swin_unet
 
 runner = CliRunner()
 

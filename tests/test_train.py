@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from sr_cli.errors import UsageError
-from tiny import make_hq_folder, make_random_vgg16_cache, make_tiny_clip
+from helpers.tiny import make_hq_folder, make_random_vgg16_cache, make_tiny_clip
 from typer.testing import CliRunner
 
 from sr_cli.cli import app
