@@ -79,7 +79,7 @@ def discover(inputs: list[str], recursive: bool, suffix: str) -> list[Job]:
             for f in list_images(path, recursive, exts):
                 if not (suffix and f.stem.endswith(suffix)):
                     jobs.append(Job(f, relative=f.relative_to(path)))
-        elif os.path.lexists(path):  # a file, or something that is not one (FIFO, device): reading says which
+        elif path.exists():  # a file, or something that is not one (FIFO, device): reading says which
             jobs.append(Job(path))
         else:
             jobs.append(Job(path, status="failed", error=f"{raw}: no such file or directory"))

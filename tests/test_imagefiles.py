@@ -75,6 +75,13 @@ def test_an_input_that_is_not_a_regular_file_is_refused_with_the_true_reason(tmp
     assert files[0]["error"] == f"{source}: {reason}"
 
 
+def test_a_dangling_symlink_input_is_reported_missing_before_any_model_loads(tmp_path):
+    link = tmp_path / "gone.png"
+    link.symlink_to(tmp_path / "nowhere.png")
+    jobs = discover([str(link)], False, "_x4")
+    assert [(j.status, j.error) for j in jobs] == [("failed", f"{link}: no such file or directory")]
+
+
 # ----------------------------------------------------------------------------- output planning
 
 
