@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from sr_cli.cli import app
 from sr_cli.errors import UsageError
 from sr_cli.train.config import resolve_config
-from sr_cli.train.distill import HighFrequencyINN, haar_high_bands, js_divergence
+from sr_cli.train.methods.hf_diff import HighFrequencyINN, js_divergence
+from sr_cli.train.methods.vpd_sr import haar_high_bands
 from sr_cli.train.loop import make_optimizers
-from sr_cli.train.methods import aux_module, build_method
+from sr_cli.train.methods import build_method
 from helpers.tiny import make_hq_folder, make_resshift_files, make_tiny_clip, make_tiny_swin_unet
 
 runner = CliRunner()
@@ -84,7 +85,7 @@ def loss_goes_down(method, cfg, lq, hq, steps=5):
 
 def test_sinsr_losses_gradients_and_learning(teachers, hq_dir, tmp_path):
     cfg = cfg_for("sinsr", hq_dir, tmp_path)
-    assert (cfg.w_distill, cfg.w_inverse, cfg.w_consistency, cfg.lr) == (1.0, 1.0, 1.0, 5e-5)
+    assert cfg.loss_weights == {"distill": 1.0, "inverse": 1.0, "consistency": 1.0} and cfg.lr == 5e-5
     method = build_method(cfg, None)
     lq, hq = a_batch()
     torch.manual_seed(0)
@@ -122,7 +123,7 @@ def test_distill_target_is_the_deterministic_teacher_chain(teachers, hq_dir, tmp
 
 def test_vpd_sr_losses_discriminator_and_learning(teachers, hq_dir, tmp_path, tiny_clip):
     cfg = cfg_for("vpd-sr", hq_dir, tmp_path, clip_model=str(tiny_clip))
-    assert (cfg.w_distill, cfg.w_hfp, cfg.w_clip_sem, cfg.w_adv) == (1.0, 0.1, 1.0, 0.1)
+    assert cfg.loss_weights == {"distill": 1.0, "hfp": 0.1, "clip_sem": 1.0, "adv": 0.1}
     method = build_method(cfg, None)
     lq, hq = a_batch()
     torch.manual_seed(0)
@@ -132,13 +133,13 @@ def test_vpd_sr_losses_discriminator_and_learning(teachers, hq_dir, tmp_path, ti
     terms["total"].backward()
     check_gradients(method)
     assert all(p.grad is None for p in method.clip.parameters())
-    disc = aux_module(method)
+    disc = method.aux
     for p in disc.parameters():
         p.grad = None
     d_terms = disc(*terms["aux_inputs"])
     d_terms["total"].backward()
     assert all(p.grad is not None for p in disc.parameters())
-    cfg2 = cfg_for("vpd-sr", hq_dir, tmp_path, clip_model=str(tiny_clip), lr=1e-3, w_adv=0.0)
+    cfg2 = cfg_for("vpd-sr", hq_dir, tmp_path, clip_model=str(tiny_clip), lr=1e-3, loss_weights={"adv": 0.0})
     loss_goes_down(build_method(cfg2, None), cfg2, lq, hq)
 
 
@@ -162,7 +163,7 @@ def test_hf_diff_needs_the_inn_and_learns(teachers, hq_dir, tmp_path):
     inn_file = tmp_path / "inn_pretrained.pt"
     torch.save(HighFrequencyINN(channels=32, modules=2).state_dict(), inn_file)
     cfg = cfg_for("hf-diff", hq_dir, tmp_path, inn_weights=str(inn_file))
-    assert (cfg.student, cfg.w_inn, cfg.w_dino) == ("sinsr", 0.2, 0.15)
+    assert (cfg.student, cfg.loss_weights["inn"], cfg.loss_weights["dino"]) == ("sinsr", 0.2, 0.15)
     method = build_method(cfg, None)
     assert len(method.inn.blocks) == 2 and method.inn.stem_in.out_channels == 32
     # HF-Diff fine-tunes SinSR: the student starts from SinSR's weights, the teacher is ResShift
@@ -199,6 +200,8 @@ def test_distill_cli_resume_export_and_upscale(teachers, hq_dir, tmp_path):
     assert [e["step"] for e in logs] == [1, 2] and {"distill", "inverse", "consistency"} <= set(logs[0])
     doc = json.loads((full / "srx_model.json").read_text())
     assert doc["family"] == "resshift" and doc["defaults"]["sampler"] == "one-step"
+    # the teacher's (the family's) tiles: the authors' 512-LR-pixel chop, 2048/256 in output pixels
+    assert (doc["defaults"]["tile"], doc["defaults"]["overlap"]) == (2048, 256)
 
     # resume: 1 step, then --resume to 2, equals 2 steps straight
     assert runner.invoke(app, ["distill", "--method", "sinsr", "--output", str(half), "--max-steps", "1", *common]).exit_code == 0
@@ -237,11 +240,12 @@ def test_distill_recipes_match_the_papers():
 
     root = Path(__file__).parent.parent / "configs"
     s = resolve_config(None, load_recipe(root / "sinsr.yaml"), data=["x"])
-    assert (s.method, s.teacher, s.w_distill, s.w_inverse, s.w_consistency, s.lr, s.resolution) == \
-        ("sinsr", "resshift", 1.0, 1.0, 1.0, 5e-5, 256)
+    assert (s.method, s.teacher, s.lr, s.resolution) == ("sinsr", "resshift", 5e-5, 256)
+    assert s.loss_weights == {"distill": 1.0, "inverse": 1.0, "consistency": 1.0}
     assert s.batch_size * s.grad_accum == 64
     v = resolve_config(None, load_recipe(root / "vpd-sr.yaml"), data=["x"])
-    assert (v.w_distill, v.w_hfp, v.w_clip_sem, v.w_adv, v.w_inverse, v.batch_size) == (1.0, 0.1, 1.0, 0.1, 0.0, 16)
+    assert v.loss_weights == {"distill": 1.0, "hfp": 0.1, "clip_sem": 1.0, "adv": 0.1} and v.batch_size == 16
     h = resolve_config(None, load_recipe(root / "hf-diff.yaml"), data=["x"])
-    assert (h.student, h.w_inn, h.w_dino, h.w_inverse, h.w_consistency, h.max_steps) == ("sinsr", 0.2, 0.15, 1.0, 1.0, 20000)
+    assert (h.student, h.max_steps) == ("sinsr", 20000)
+    assert h.loss_weights == {"distill": 1.0, "inverse": 1.0, "consistency": 1.0, "inn": 0.2, "dino": 0.15}
     assert h.batch_size * h.grad_accum == 32

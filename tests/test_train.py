@@ -17,7 +17,7 @@ from sr_cli.cli import app
 from sr_cli.train.config import TrainConfig, resolve_config
 from sr_cli.train.data import CropDataset, StepBatchSampler
 from sr_cli.train.loop import make_optimizers
-from sr_cli.train.methods import aux_module, build_method
+from sr_cli.train.methods import build_method
 
 pytest.importorskip("pyiqa", reason="training losses need the pyiqa extra")
 runner = CliRunner()
@@ -105,14 +105,14 @@ def test_osediff_losses_gradients_and_learning(hf_home, tiny_sd, hq_dir, tmp_pat
     g = _grads(method.net)
     assert g["unet.conv_in.base_layer.weight"] is not None  # OSEDiff trains the full conv_in
     assert all(p.grad is None for p in method.lpips.parameters())  # frozen LPIPS
-    aux = aux_module(method)
+    aux = method.aux
     assert all(p.grad is None for p in aux.parameters())  # VSD gives the fake score no gradient
     aux_terms = aux(*terms["aux_inputs"])
     aux_terms["total"].backward()
     ag = {n: p.grad for n, p in aux.named_parameters()}
     assert all(ag[n] is not None for n in ag if "lora_" in n)
     assert all(ag[n] is None for n in ag if "lora_" not in n)
-    cfg2 = tiny_cfg("osediff", tiny_sd, hq_dir, tmp_path, lr=1e-3, w_vsd=0.0)
+    cfg2 = tiny_cfg("osediff", tiny_sd, hq_dir, tmp_path, lr=1e-3, loss_weights={"vsd": 0.0})
     loss_goes_down(build_method(cfg2, tiny_sd), cfg2, lq, hq)
 
 
@@ -139,7 +139,7 @@ def test_dfosd_losses_gradients_and_learning(hf_home, tiny_sd, hq_dir, tmp_path)
     terms = check_method(method, lq, hq, ["mse", "ea_dists", "adv", "total"])
     assert method.net.learned_text_embedding.grad is not None
     assert all(p.grad is None for p in method.dists.parameters())
-    disc = aux_module(method)
+    disc = method.aux
     for p in disc.parameters():
         p.grad = None
     d = disc(*terms["aux_inputs"])
@@ -227,11 +227,14 @@ def test_recipes_match_paper_defaults():
 
     root = Path(__file__).parent.parent / "configs"
     o = resolve_config(None, load_recipe(root / "osediff.yaml"), data=["x"])
-    assert (o.method, o.lora_rank, o.w_mse, o.w_lpips, o.w_vsd, o.lr, o.cfg) == ("osediff", 4, 1.0, 2.0, 1.0, 5e-5, 7.5)
+    assert (o.method, o.lora_rank, o.lr, o.cfg) == ("osediff", 4, 5e-5, 7.5)
+    assert o.loss_weights == {"mse": 1.0, "lpips": 2.0, "vsd": 1.0}
     h = resolve_config(None, load_recipe(root / "hero-sr.yaml"), data=["x"])
-    assert (h.lora_rank, h.w_mse, h.w_lpips, h.w_td_pal, h.w_id_sal, h.base) == (16, 2.0, 5.0, 1.0, 0.5, "stabilityai/sd-turbo")
+    assert (h.lora_rank, h.base) == (16, "stabilityai/sd-turbo")
+    assert h.loss_weights == {"mse": 2.0, "lpips": 5.0, "td_pal": 1.0, "id_sal": 0.5}
     d = resolve_config(None, load_recipe(root / "dfosd.yaml"), data=["x"])
-    assert (d.lora_rank, d.lora_alpha, d.w_adv, d.lr, d.lr_aux) == (16, 16.0, 5e-3, 5e-5, 5e-7)
+    assert (d.lora_rank, d.lora_alpha, d.lr, d.lr_aux) == (16, 16.0, 5e-5, 5e-7)
+    assert d.loss_weights == {"mse": 1.0, "ea_dists": 1.0, "adv": 5e-3}
     assert resolve_config("osediff", {"lr": 1e-4}, lr=2e-4).lr == 2e-4  # flags > recipe > defaults
 
 

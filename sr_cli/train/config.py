@@ -1,36 +1,31 @@
 """Training options: one typed dataclass, per-method paper defaults, YAML recipes.
 
-Precedence: command-line options > ``--config recipe.yaml`` > the method's defaults (``METHOD_DEFAULTS``)
-> the field defaults below. The resolved config is saved beside every checkpoint and the exported model.
+Precedence: command-line options > ``--config recipe.yaml`` > the method's defaults (``TrainMethod.defaults``
+and ``TrainMethod.loss_weights``, ``sr_cli/train/methods/``) > the field defaults below. The resolved config is
+saved beside every checkpoint and the exported model.
 """
 
 from __future__ import annotations
 
 import math
-
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 
-METHODS = ("osediff", "hero-sr", "dfosd", "lite", "sinsr", "vpd-sr", "hf-diff")
-DISTILL_METHODS = ("sinsr", "vpd-sr", "hf-diff")  # `srx distill`: ResShift teacher -> one-step student
 
-# Hero-SR's Table 1 pairs are not in the paper's text; these follow CLIP-IQA's antonym prompts for the
-# attributes the paper names (quality, sharpness, noise, clarity) plus naturalness.
-HERO_SR_ATTRIBUTE_PROMPTS: tuple[tuple[str, str], ...] = (
-    ("Good photo.", "Bad photo."),
-    ("Sharp photo.", "Blurry photo."),
-    ("Clean photo.", "Noisy photo."),
-    ("Clear photo.", "Unclear photo."),
-    ("Natural photo.", "Synthetic photo."),
-)
+def _method_class(name: str):
+    from .methods import METHODS
+
+    if name not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {name!r}")
+    return METHODS[name]
 
 
 @dataclass
 class TrainConfig:
-    method: str = "osediff"  # osediff | hero-sr | dfosd
+    method: str = "osediff"  # a name in sr_cli.train.methods.METHODS
     data: list[str] = field(default_factory=list)  # folders of high-quality images, or paired folders with HR/ and LR/
     output: str = "runs/srx-model"  # the model directory written (checkpoints/ and logs inside)
     base: str | None = None  # base diffusion model: diffusers dir or org/name[@rev] (default: the method's)
@@ -61,15 +56,8 @@ class TrainConfig:
     prompt: str = ""  # fixed text condition (no tagger is run)
     neg_prompt: str = ""  # OSEDiff's VSD negative prompt
     cfg: float = 7.5  # OSEDiff's VSD classifier-free guidance scale
-    # loss weights
-    w_mse: float = 1.0
-    w_lpips: float = 2.0
-    w_vsd: float = 1.0
-    w_td_pal: float = 0.0
-    w_id_sal: float = 0.0
-    w_ea_dists: float = 0.0
-    w_adv: float = 0.0
-    w_l1: float = 0.0  # pixel L1 (Charbonnier), the lite model's loss
+    # loss weights by term name (every term of the method; its paper's weights by default)
+    loss_weights: dict[str, float] = field(default_factory=dict)
     lpips_net: str = "vgg"  # LPIPS trunk (OSEDiff uses vgg)
     perceptual_pretrained: bool = True  # False: LPIPS/DISTS/CLIP with random weights (tests, offline smoke runs)
     clip_model: str = "openai/clip-vit-base-patch32"  # CLIP for Hero-SR's TD-PAL / ID-SAL (a Hub id or a directory)
@@ -78,13 +66,6 @@ class TrainConfig:
     # distillation (`srx distill`): a multi-step ResShift-family teacher -> one-step student
     teacher: str = "resshift"  # registry name or model directory of the teacher (its VQ autoencoder is kept)
     student: str | None = None  # initial student weights (a ResShift-family model); default: a copy of the teacher
-    w_distill: float = 1.0  # MSE of the student's x0 to the teacher's deterministic 15-step x0 (latent)
-    w_inverse: float = 0.0  # SinSR inverse loss: student(x0_teacher, t=0) -> x_T
-    w_consistency: float = 0.0  # SinSR consistency-preserving loss: student(student(x0_gt, 0), T-1) -> x0_gt
-    w_hfp: float = 0.0  # VPD-SR high-frequency (Haar LH/HL/HH) loss between student and teacher latents
-    w_clip_sem: float = 0.0  # VPD-SR CLIP semantic loss: 1 - cos(CLIP(SR), CLIP(GT))
-    w_inn: float = 0.0  # HF-Diff high-frequency perceptual loss through the invertible network
-    w_dino: float = 0.0  # HF-Diff Jensen-Shannon divergence of DINOv2 embeddings (SR vs GT)
     inn_weights: str | None = None  # HF-Diff's inn_pretrained.pt
     dino_model: str = "facebook/dinov2-small"  # a Hub id or a directory (transformers Dinov2Model)
     # bookkeeping
@@ -95,8 +76,9 @@ class TrainConfig:
     resume: bool = False  # continue from the newest checkpoint in OUTPUT/checkpoints
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        from .methods import check_loss_weights
+
+        self.loss_weights = check_loss_weights(_method_class(self.method), self.loss_weights)
         if self.resolution % (8 * self.scale):
             raise UsageError(f"--resolution must be a multiple of {8 * self.scale}, got {self.resolution}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -124,39 +106,7 @@ class TrainConfig:
     @property
     def base_or_default(self) -> str | None:
         """The base diffusion model (None for the lite model, which has none)."""
-        return self.base or METHOD_DEFAULTS[self.method]["base"]
-
-
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    # OSEDiff (NeurIPS 2024): SD 2.1-base, LoRA r4 on VAE encoder + UNet (+ full conv_in), MSE + 2 LPIPS + 1 VSD.
-    "osediff": {"base": "stabilityai/stable-diffusion-2-1-base", "lora_rank": 4, "lr": 5e-5, "lr_aux": 5e-5,
-                "w_mse": 1.0, "w_lpips": 2.0, "w_vsd": 1.0, "timestep": 999, "cfg": 7.5, "lpips_net": "vgg"},
-    # Hero-SR: sd-turbo, LoRA r16, DTSM from scratch, 2 MSE + 5 LPIPS + 1 TD-PAL + 0.5 ID-SAL (frozen CLIP).
-    "hero-sr": {"base": "stabilityai/sd-turbo", "lora_rank": 16, "lr": 5e-5, "w_mse": 2.0, "w_lpips": 5.0,
-                "w_vsd": 0.0, "w_td_pal": 1.0, "w_id_sal": 0.5, "prompt": " "},
-    # DFOSD: LoRA r16 alpha 16, learnable text embedding, MSE + EA-DISTS + 5e-3 adversarial
-    # (noise-aware discriminator), lr 5e-5 / 5e-7.
-    "dfosd": {"base": "stabilityai/stable-diffusion-2-1-base", "lora_rank": 16, "lora_alpha": 16.0, "lr": 5e-5,
-              "lr_aux": 5e-7, "w_mse": 1.0, "w_lpips": 0.0, "w_vsd": 0.0, "w_ea_dists": 1.0, "w_adv": 5e-3,
-              "timestep": 999},
-    # srx's embedded lite model: a small x0-predicting UNet in the pixel-unshuffle latent, pixel L1 only,
-    # trained on a mix of Real-ESRGAN degradations and plain bicubic downsampling.
-    "lite": {"base": None, "lr": 2e-4, "w_mse": 0.0, "w_lpips": 0.0, "w_vsd": 0.0, "w_l1": 1.0, "resolution": 128,
-             "batch_size": 16, "bicubic_prob": 0.5, "weight_decay": 0.0, "timestep": 0},
-    # Distillation of the 15-step ResShift teacher (its deterministic sampler) into a one-step student, 256 GT crops.
-    # SinSR (code): student = teacher copy, distill + inverse + consistency (1/1/1), AdamW 5e-5, no weight decay.
-    "sinsr": {"base": None, "teacher": "resshift", "lr": 5e-5, "weight_decay": 0.0, "resolution": 256,
-              "batch_size": 16, "w_mse": 0.0, "w_lpips": 0.0, "w_vsd": 0.0,
-              "w_distill": 1.0, "w_inverse": 1.0, "w_consistency": 1.0},
-    # VPD-SR: student = ResShift copy, distill + 0.1 HFP + 1 CLIP semantic + 0.1 hinge adversarial (batch 16).
-    "vpd-sr": {"base": None, "teacher": "resshift", "lr": 5e-5, "lr_aux": 5e-5, "weight_decay": 0.0,
-               "resolution": 256, "batch_size": 16, "w_mse": 0.0, "w_lpips": 0.0, "w_vsd": 0.0,
-               "w_distill": 1.0, "w_hfp": 0.1, "w_clip_sem": 1.0, "w_adv": 0.1},
-    # HF-Diff: fine-tunes SinSR with the SinSR losses + 0.2 INN HF-perceptual + 0.15 JS(DINOv2) (batch 32).
-    "hf-diff": {"base": None, "teacher": "resshift", "student": "sinsr", "lr": 5e-5, "weight_decay": 0.0,
-                "resolution": 256, "batch_size": 32, "w_mse": 0.0, "w_lpips": 0.0, "w_vsd": 0.0,
-                "w_distill": 1.0, "w_inverse": 1.0, "w_consistency": 1.0, "w_inn": 0.2, "w_dino": 0.15},
-}
+        return self.base or _method_class(self.method).base
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -172,17 +122,42 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_config(method: str | None, recipe: dict[str, Any] | None = None, **overrides) -> TrainConfig:
-    """Method defaults, then the recipe, then explicit (non-None) overrides."""
+    """Method defaults, then the recipe, then explicit (non-None) overrides; loss weights merge term by term.
+
+    A recipe's old-style ``w_NAME: VALUE`` keys are read as ``loss_weights: {NAME: VALUE}``.
+    """
     recipe = dict(recipe or {})
     method = method or recipe.get("method") or "osediff"
-    if method not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    cls = _method_class(method)
     known = {f.name for f in fields(TrainConfig)}
-    values: dict[str, Any] = {k: v for k, v in METHOD_DEFAULTS[method].items() if k != "base"}
+    weights: dict[str, Any] = {}
+    for key in [k for k in recipe if k.startswith("w_") and k not in known]:
+        weights[key[2:]] = recipe.pop(key)
+    recipe_weights = recipe.pop("loss_weights", None) or {}
+    if not isinstance(recipe_weights, dict):
+        raise UsageError("recipe: loss_weights must be a mapping of loss term names to weights")
+    weights.update(recipe_weights)
     unknown = sorted(set(recipe) - known)
     if unknown:
         raise UsageError(f"recipe: unknown option(s) {', '.join(unknown)}")
+    values: dict[str, Any] = dict(cls.defaults)
     values.update(recipe)
+    weights.update(overrides.pop("loss_weights", None) or {})
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["method"] = method
+    values["loss_weights"] = weights
     return TrainConfig(**values)
+
+
+def parse_loss_weights(items: list[str] | None) -> dict[str, float]:
+    """``--loss-weight NAME=VALUE`` options as a mapping."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"--loss-weight {item!r}: expected NAME=NUMBER, e.g. --loss-weight lpips=2") from None
+    return out

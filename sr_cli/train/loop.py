@@ -27,7 +27,7 @@ from ..errors import UsageError
 from ..fsio import atomic_write, write_text
 from .config import TrainConfig
 from .data import CropDataset, StepBatchSampler, step_generator
-from .methods import OneStepMethod, aux_module, build_method
+from .methods import TrainMethod, build_method
 
 CHECKPOINTS = "checkpoints"
 
@@ -49,30 +49,27 @@ def resolve_base_dir(cfg: TrainConfig) -> Path | None:
     return hub.resolve_base(base_override(cfg.base_or_default), f"train:{cfg.method}")
 
 
-def make_optimizers(method: OneStepMethod, cfg: TrainConfig):
+def make_optimizers(method: TrainMethod, cfg: TrainConfig):
     gen = torch.optim.AdamW(method.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    aux = aux_module(method)
     aux_opt = None
-    if aux is not None:
-        aux_opt = torch.optim.AdamW([p for p in aux.parameters() if p.requires_grad], lr=cfg.lr_aux,
+    if method.aux is not None:
+        aux_opt = torch.optim.AdamW([p for _, p in method.aux_parameters()], lr=cfg.lr_aux,
                                     weight_decay=cfg.weight_decay)
     return gen, aux_opt
 
 
-def trainable_state(method: OneStepMethod) -> dict[str, torch.Tensor]:
-    """Every trainable tensor of the generator and the auxiliary network, by name."""
-    state = {f"gen.{n}": p.detach().cpu().contiguous() for n, p in method.named_parameters() if p.requires_grad}
-    aux = aux_module(method)
-    if aux is not None:
-        state |= {f"aux.{n}": p.detach().cpu().contiguous() for n, p in aux.named_parameters() if p.requires_grad}
-    return state
+def _trainable(method: TrainMethod) -> dict[str, torch.nn.Parameter]:
+    """Every trainable tensor of the generator (``gen.``) and the auxiliary network (``aux.``), by name."""
+    params = {f"gen.{n}": p for n, p in method.generator_parameters()}
+    return params | {f"aux.{n}": p for n, p in method.aux_parameters()}
 
 
-def load_trainable_state(method: OneStepMethod, state: dict[str, torch.Tensor]) -> None:
-    aux = aux_module(method)
-    params = {f"gen.{n}": p for n, p in method.named_parameters() if p.requires_grad}
-    if aux is not None:
-        params |= {f"aux.{n}": p for n, p in aux.named_parameters() if p.requires_grad}
+def trainable_state(method: TrainMethod) -> dict[str, torch.Tensor]:
+    return {k: p.detach().cpu().contiguous() for k, p in _trainable(method).items()}
+
+
+def load_trainable_state(method: TrainMethod, state: dict[str, torch.Tensor]) -> None:
+    params = _trainable(method)
     missing = sorted(set(params) - set(state))
     if missing:
         raise UsageError(f"checkpoint does not match this method/config (missing {missing[0]} …)")
@@ -118,9 +115,8 @@ def load_checkpoint(folder: Path, method, gen_opt, aux_opt) -> int:
     return int(json.loads((folder / "state.json").read_text())["step"])
 
 
-def export_model(method: OneStepMethod, output: Path) -> Path:
-    spec, ckpt = method.export()
-    return write_model_dir(output, spec, ckpt)
+def export_model(method: TrainMethod, output: Path) -> Path:
+    return write_model_dir(output, *method.export())
 
 
 class Logger:
@@ -156,15 +152,13 @@ class Logger:
                 self.tb.close()
 
 
-def validate(method: OneStepMethod, cfg: TrainConfig, output: Path, step: int, device) -> list[Path]:
-    """Upscale the validation images through the inference engine with the current weights."""
-    from PIL import Image
+def validate(method: TrainMethod, cfg: TrainConfig, output: Path, step: int, device) -> list[Path]:
+    """Upscale the validation images through the inference engine with the current weights (8-bit images
+    through the engine's 8-bit input path, as ``srx upscale`` reads them)."""
+    from ..engine.pipeline import SRModel, tensor_to_pil
+    from ..imageio import read_image
 
-    from ..engine.pipeline import SRModel, pil_to_tensor, tensor_to_pil
-    from ..registry import spec_from_dict
-
-    spec_doc, _ = method.export()
-    spec = spec_from_dict("validation", spec_doc, "train")
+    spec = method.model_spec()
     folder = output / "validation" / f"step-{step:06d}"
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -173,8 +167,7 @@ def validate(method: OneStepMethod, cfg: TrainConfig, output: Path, step: int, d
     try:
         model = SRModel(spec, method.net, device, torch.float32)
         for path in cfg.validation_images:
-            with Image.open(path) as im:
-                sr = model.upscale_tensor(pil_to_tensor(im.convert("RGB")))
+            sr = model.upscale_tensor(read_image(path).model_input)
             dest = folder / f"{Path(path).stem}.png"
             tensor_to_pil(sr).save(dest)
             written.append(dest)
@@ -212,7 +205,12 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
             for group in opt.param_groups if opt is not None else []:
                 group["lr"] = lr
         echo(f"resumed from {ckpt} (step {start})")
-    aux = aux_module(method)
+    aux = method.aux
+    if aux is not None and accelerator.num_processes > 1:
+        # The auxiliary network has its own optimizer and its own DDP wrapper (below): the generator's
+        # wrapper must neither own nor wait for its gradients.
+        ignored = [f"aux.{n}" for n, _ in [*aux.named_parameters(), *aux.named_buffers()]]
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(method, ignored)
     method, gen_opt = accelerator.prepare(method, gen_opt)
     aux_wrapped = None
     if aux is not None:
