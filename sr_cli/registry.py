@@ -4,7 +4,7 @@ One table per model::
 
     [osediff]
     family = "sd-onestep"            # which model family runs it (sr_cli/families/)
-    format = "osediff-pkl"           # how its weights file is laid out (see checkpoints.py)
+    format = "osediff-pkl"           # how its weights file is laid out (read by its family)
     description, paper, license = "..."
     [osediff.base]                   # the pretrained diffusion model it builds on
     repo = "stabilityai/stable-diffusion-2-1-base"
@@ -131,7 +131,8 @@ class ModelSpec:
         return d
 
 
-def _build(cls, table: Any, where: str):
+def build_table(cls, table: Any, where: str):
+    """``cls(**table)`` for a manifest table: unknown keys and wrong arguments are ManifestErrors naming ``where``."""
     if not isinstance(table, dict):
         raise ManifestError(f"{where}: expected a table, got {type(table).__name__}")
     known = {f.name for f in fields(cls)}
@@ -160,18 +161,18 @@ def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
     autoencoder = table.pop("autoencoder", None)
     tagger = {key: table.pop(key, None) for key in ("ram", "dape")}
     defaults = table.pop("defaults", {})
-    base_spec = _build(BaseModel, base, f"{where}: [{name}.base]") if base is not None else None
+    base_spec = build_table(BaseModel, base, f"{where}: [{name}.base]") if base is not None else None
     if base_spec is not None and not (base_spec.repo or base_spec.path):
         raise ManifestError(f"{where}: [{name}.base] needs 'repo' or 'path'")
-    weights_spec = _build(WeightsSource, weights, f"{where}: [{name}.weights]") if weights is not None else None
+    weights_spec = build_table(WeightsSource, weights, f"{where}: [{name}.weights]") if weights is not None else None
     if weights_spec is not None and weights_spec.embedded:
         weights_spec = _embedded(name, weights_spec)
     if weights_spec is not None and weights_spec.kind == "manual" and not weights_spec.manual:
         raise ManifestError(f"{where}: [{name}.weights] needs one of 'repo', 'url', 'path' or 'manual = true'")
-    ae_spec = _build(WeightsSource, autoencoder, f"{where}: [{name}.autoencoder]") if autoencoder is not None else None
-    tagger = {key: _build(WeightsSource, src, f"{where}: [{name}.{key}]") if src is not None else None
+    ae_spec = build_table(WeightsSource, autoencoder, f"{where}: [{name}.autoencoder]") if autoencoder is not None else None
+    tagger = {key: build_table(WeightsSource, src, f"{where}: [{name}.{key}]") if src is not None else None
               for key, src in tagger.items()}
-    spec_defaults = _build(Defaults, defaults, f"{where}: [{name}.defaults]")
+    spec_defaults = build_table(Defaults, defaults, f"{where}: [{name}.defaults]")
     known = {f.name for f in fields(ModelSpec)} - {"name", "base", "weights", "defaults", "autoencoder", "part_of",
                                                    "ram", "dape"}
     unknown = sorted(set(table) - known)

@@ -266,10 +266,10 @@ EXTRACTORS = ("dape", "none")
 def prompt_extractor_for(spec, requested: str | None) -> str:
     """``dape`` or ``none`` for this model: DAPE by default where the model has one (OSEDiff) and its text
     condition is a prompt whose template takes ``{tags}``; other models ignore the option."""
-    from ..errors import UsageError
+    from ..errors import OptionError
 
     if requested is not None and requested not in EXTRACTORS:
-        raise UsageError(f"--prompt-extractor must be one of {', '.join(EXTRACTORS)}, got {requested!r}")
+        raise OptionError("prompt_extractor", f"must be one of {', '.join(EXTRACTORS)}, got {requested!r}")
     d = spec.defaults
     if spec.ram is None or spec.dape is None or d.text_condition != "prompt" or "{tags}" not in d.prompt_template:
         return "none"

@@ -38,7 +38,7 @@ class OneStepLite(nn.Module):
         move_module(self.unet, device, dtype, "lite")
         return self
 
-    def forward(self, x: torch.Tensor, timesteps=None, text_embedding=None, generator=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: bicubic-upsampled LR in [-1, 1], any size; returns the SR image in [-1, 1]."""
         h, w = x.shape[-2:]
         x = pad_to_multiple(x, self.unet.multiple)

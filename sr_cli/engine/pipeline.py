@@ -113,8 +113,8 @@ class SRModel:
             return ""
         if self.tagger is None:
             if requested == "dape":
-                raise UsageError(f"--prompt-extractor dape: {self.name} was loaded without its DAPE tagger "
-                                 f"(load_model(..., prompt_extractor='dape'))")
+                raise OptionError("prompt_extractor", f"dape: {self.name} was loaded without its DAPE tagger "
+                                                      f"(load_model(..., prompt_extractor='dape'))")
             return ""
         return self.tagger.tags(upsampled)[0]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import ManifestError, SrxError, UsageError
 from ..imagefiles import image_extensions, list_images
-from ..registry import _build  # typed tables, unknown keys are errors: one rule for both manifests
+from ..registry import build_table  # typed tables, unknown keys are errors: one rule for both manifests
 
 LR_DIR_NAMES = ("LR", "lr", "test_LR", "lq", "LQ", "input")
 HR_DIR_NAMES = ("HR", "hr", "test_HR", "gt", "GT", "target")
@@ -96,10 +96,10 @@ def parse_datasets(text: str, where: str = "datasets_manifest.toml") -> dict[str
     out = {}
     for name, table in doc.items():
         table = dict(table)
-        source = _build(DatasetSource, table.pop("source", None), f"{where} [{name}.source]")
+        source = build_table(DatasetSource, table.pop("source", None), f"{where} [{name}.source]")
         if source.kind not in SOURCE_KINDS:
             raise ManifestError(f"{where} [{name}.source]: kind must be one of {', '.join(SOURCE_KINDS)}")
-        out[name] = _build(DatasetSpec, {"name": name, **table, "source": source}, f"{where} [{name}]")
+        out[name] = build_table(DatasetSpec, {"name": name, **table, "source": source}, f"{where} [{name}]")
     return out
 
 
