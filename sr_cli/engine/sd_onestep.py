@@ -149,19 +149,24 @@ class OneStepSD(nn.Module):
         its mean; by default it samples exactly when a generator is given.
         """
         b, _, h, w = x.shape
-        x = pad_to_multiple(x, self.downscale)
-        vae_cfg = self.vae.config
-        posterior = self.vae.encode(x.to(self.vae_dtype)).latent_dist
         sample = generator is not None if sample is None else sample
-        z = posterior.sample(generator) if sample else posterior.mean
+        z = self.encode(pad_to_multiple(x, self.downscale), generator, sample)
+        vae_cfg = self.vae.config
         shift = getattr(vae_cfg, "shift_factor", None) or 0.0
-        z = (z - shift) * vae_cfg.scaling_factor
         t = timesteps.to(z.device).float().expand(b) if timesteps.numel() == 1 else timesteps.to(z.device).float()
         cond = text_embedding.to(z.device, self.dtype).expand(b, -1, -1)
         eps = self.unet(z.to(self.dtype), t, encoder_hidden_states=cond).sample
         z0 = self.x0_from_eps(z, eps, t)
         y = self.vae.decode((z0 / vae_cfg.scaling_factor + shift).to(self.vae_dtype)).sample
         return y[:, :, :h, :w].float().clamp(-1, 1), z0
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False) -> torch.Tensor:
+        """The diffusion latent of ``x`` in [-1, 1] (sides a multiple of ``downscale``): the VAE posterior's mean
+        (or a sample), shifted and scaled as the UNet expects."""
+        posterior = self.vae.encode(x.to(self.vae_dtype)).latent_dist
+        z = posterior.sample(generator) if sample else posterior.mean
+        vae_cfg = self.vae.config
+        return (z - (getattr(vae_cfg, "shift_factor", None) or 0.0)) * vae_cfg.scaling_factor
 
 
 def x0_from_eps(alphas_cumprod: torch.Tensor, z: torch.Tensor, eps: torch.Tensor,

@@ -39,7 +39,7 @@ class DFOSDMethod(OneStepSDMethod):
             vae = self.net.vae
             vae.disable_adapters()  # real latents: the base encoder on the ground truth
             try:
-                z_real = vae.encode(hq * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+                z_real = self.net.encode(hq * 2 - 1)
             finally:
                 vae.enable_adapters()
         t = torch.randint(0, len(self.net.alphas_cumprod), (z0.shape[0],), device=z0.device)
