@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.files import umask
 from PIL import Image
 from typer.testing import CliRunner
 
-from helpers.files import umask
 from sr_cli.cli import app
 
 runner = CliRunner()

@@ -7,8 +7,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from helpers.files import umask
+
 from sr_cli import hub
 from sr_cli.fsio import Claim, DestinationExists, atomic_write, is_stale, locked, stale_files
 from sr_cli.registry import get_spec

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.files import current_umask
 from PIL import Image
 from typer.testing import CliRunner
-
-from helpers.files import current_umask
 
 from sr_cli.batch import Job, discover, plan_outputs
 from sr_cli.cli import app
@@ -45,7 +44,9 @@ def mixed_folder(tmp_path) -> Path:
 
 
 def test_folder_scans_keep_only_visible_images_pillow_can_decode(mixed_folder):
-    names = lambda paths: [p.relative_to(mixed_folder).as_posix() for p in paths]  # noqa: E731
+    def names(paths):
+        return [p.relative_to(mixed_folder).as_posix() for p in paths]
+
     assert names(list_images(mixed_folder)) == ["a.png", "b.JPG", "g.gif"]
     assert names(list_images(mixed_folder, recursive=True)) == ["a.png", "b.JPG", "g.gif", "sub/c.png"]
 
