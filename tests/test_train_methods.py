@@ -90,6 +90,7 @@ def test_train_cli_loss_weight_option(tmp_path):
 
 def test_sd_generator_is_the_engines_forward_bit_for_bit(tiny_sd, tmp_path):
     """Training's generator runs ``OneStepSD.forward`` itself: VAE shift factor, padding, float64 x0 included."""
+    from sr_cli.registry import get_spec
     from sr_cli.train.methods.one_step_sd import OneStepSDMethod, upsample_input
 
     cfg = resolve_config("osediff", None, base=str(tiny_sd), output=str(tmp_path / "o"), timestep=500)
@@ -103,6 +104,9 @@ def test_sd_generator_is_the_engines_forward_bit_for_bit(tiny_sd, tmp_path):
     y = method.net(x, torch.tensor([500.0]), method.prompt_embedding, generator=torch.Generator().manual_seed(3))
     assert sr.shape == (2, 3, 20, 28)
     assert torch.equal(sr, (y + 1) / 2)
+    spec = method.model_spec()  # the exported model: the registry's osediff defaults, the training conditions
+    assert spec.family == "sd-onestep" and spec.defaults == replace(
+        get_spec("osediff").defaults, scale=4, timestep=500, prompt_template="{prompt}", prompt="")
     d = method.net.downscale
     assert z0.dtype == torch.float32 and tuple(z0.shape[-2:]) == (-(-20 // d), -(-28 // d))
 

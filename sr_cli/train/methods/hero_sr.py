@@ -34,6 +34,7 @@ class HeroSRMethod(OneStepSDMethod):
     name = "hero-sr"
     summary = "Hero-SR: MSE + LPIPS + CLIP text-/image-aligned perceptual losses, dynamic timestep"
     base = "stabilityai/sd-turbo"
+    inference_defaults_from = "hero-sr"
     defaults = {"lora_rank": 16, "lr": 5e-5, "prompt": " "}
     loss_weights = {"mse": 2.0, "lpips": 5.0, "td_pal": 1.0, "id_sal": 0.5}
 

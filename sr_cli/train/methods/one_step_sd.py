@@ -7,6 +7,7 @@ exported as a ``ModelSpec`` whose defaults reproduce the training conditions at 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from ...checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, OneStepCheckpoi
 from ...engine.sd_onestep import OneStepSD
 from ...lora import attach_adapters, osediff_unet_targets, osediff_vae_targets
 from ...nets.dtsm import DynamicTimestepModule
-from ...registry import BaseModel, Defaults, ModelSpec
+from ...registry import BaseModel, ModelSpec, get_spec
 from ..config import TrainConfig
 from .base import TrainMethod
 
@@ -45,6 +46,7 @@ class OneStepSDMethod(TrainMethod):
     """Base SD components (frozen) + LoRA on the UNet and the VAE encoder (+ DTSM / learned text embedding)."""
 
     base = "stabilityai/stable-diffusion-2-1-base"
+    inference_defaults_from = "osediff"  # the registry model whose inference defaults an exported model takes
 
     def __init__(self, cfg: TrainConfig, base_dir: Path):
         super().__init__(cfg)
@@ -117,11 +119,14 @@ class OneStepSDMethod(TrainMethod):
         else:
             repo, _, rev = base.partition("@")
             base_model = BaseModel(repo=repo, revision=rev or "main")
-        defaults = Defaults(
+        # The registry model this method reproduces gives the inference defaults (tiles, color fix); the
+        # training conditions give the rest (scale, timestep, text condition: the fixed prompt, no tags).
+        defaults = replace(
+            get_spec(self.inference_defaults_from).defaults,
             scale=self.cfg.scale,
             timestep="dtsm" if self.net.dtsm is not None else self.cfg.timestep,
             text_condition="learned" if self.net.learned_text_embedding is not None else "prompt",
-            prompt_template="{prompt}", prompt=self.cfg.prompt, color_fix="adain",
+            prompt_template="{prompt}", prompt=self.cfg.prompt,
         )
         return ModelSpec(name=Path(self.cfg.output).name, family="sd-onestep", format="srx", base=base_model,
                          weights=None, defaults=defaults,
