@@ -152,12 +152,16 @@ class ResShiftSR(nn.Module):
         t = self.schedule.steps - 1
         return y + self.schedule.kappa * float(self.schedule.sqrt_etas[t]) * eps
 
-    def predict_x0(self, x_t: torch.Tensor, t: int | torch.Tensor, lr: torch.Tensor, unet: nn.Module | None = None) -> torch.Tensor:
-        """``x0_hat``; ``t`` an index (or a per-sample int64 tensor); ``unet`` defaults to this model's."""
+    def predict_x0(self, x_t: torch.Tensor, t: int | torch.Tensor, lr: torch.Tensor, unet: nn.Module | None = None,
+                   scale_step: int | None = None) -> torch.Tensor:
+        """``x0_hat``; ``t`` an index (or a per-sample int64 tensor); ``unet`` defaults to this model's.
+        ``scale_step``: the step whose input scale is applied (default ``t``; SinSR's distillation scales with
+        ``T-1``'s in both directions)."""
         unet = unet or self.unet
         if isinstance(t, int):
             t = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
-        scale = torch.from_numpy(self.schedule.input_scale()).float().to(x_t.device)[t].view(-1, 1, 1, 1)
+        at = t if scale_step is None else torch.full_like(t, scale_step)
+        scale = torch.from_numpy(self.schedule.input_scale()).float().to(x_t.device)[at].view(-1, 1, 1, 1)
         return unet(x_t * scale, t, lr).float()
 
     def deterministic_step(self, x0_hat: torch.Tensor, x_t: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:

@@ -67,9 +67,7 @@ class ResShiftStudentMethod(TrainMethod):
     # ------------------------------------------------------------------ shared pieces
     def student_at(self, z: torch.Tensor, t: int, lr: torch.Tensor) -> torch.Tensor:
         """The student on ``z`` scaled with the T-1 factor (the authors' code does so for both directions)."""
-        scale = float(self.net.schedule.input_scale()[self.last_t])
-        ts = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
-        return self.net.unet(z * scale, ts, lr).float()
+        return self.net.predict_x0(z, t, lr, scale_step=self.last_t)
 
     def prepare(self, lq: torch.Tensor, hq: torch.Tensor) -> dict[str, torch.Tensor]:
         lr = lq * 2 - 1
