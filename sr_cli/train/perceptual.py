@@ -75,7 +75,7 @@ class CLIPPerception(nn.Module):
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1))
 
     @classmethod
-    def load(cls, name_or_path: str, prompt_pairs, pretrained: bool = True) -> "CLIPPerception":
+    def load(cls, name_or_path: str, prompt_pairs, pretrained: bool = True) -> CLIPPerception:
         from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
         if pretrained:
