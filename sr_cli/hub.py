@@ -10,6 +10,7 @@ Base diffusion models come from the Hugging Face Hub through ``huggingface_hub``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -59,10 +60,15 @@ REMEMBER_DIGESTS_FROM = 64 << 20
 _trust_remembered = True
 
 
-def distrust_remembered_digests() -> None:
-    """From now on this process reads every file in full to hash it (``srx models verify``)."""
+@contextlib.contextmanager
+def reading_every_file():
+    """Within this block every file is read in full to hash it, remembered digests aside (``srx models verify``)."""
     global _trust_remembered
-    _trust_remembered = False
+    previous, _trust_remembered = _trust_remembered, False
+    try:
+        yield
+    finally:
+        _trust_remembered = previous
 
 
 def _known_digests_path() -> Path:

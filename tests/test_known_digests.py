@@ -59,3 +59,19 @@ def test_small_files_are_not_remembered(tmp_path, monkeypatch):
     small.write_bytes(b"x" * 100)
     hub.sha256_file(small)
     assert not (hub.cache_root() / hub.DIGESTS_FILE).exists()
+
+
+def test_reading_every_file_ignores_and_repairs_a_remembered_digest(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hub, "REMEMBER_DIGESTS_FROM", 1024)
+    weights = tmp_path / "big.pth"
+    weights.write_bytes(os.urandom(4096))
+    truth = hub.sha256_file(weights)
+    hub._DIGESTS.clear()
+    path = hub.cache_root() / hub.DIGESTS_FILE
+    path.write_text(path.read_text().replace(truth, "f" * 64))
+    with hub.reading_every_file():
+        assert hub.sha256_file(weights) == truth
+    assert hub._trust_remembered  # only inside the block
+    hub._DIGESTS.clear()
+    assert hub.sha256_file(weights) == truth  # the fresh digest replaced the forged record

@@ -178,13 +178,19 @@ def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
 def verify(name: Annotated[str, typer.Argument(help="Model name, or a saved model directory.")]) -> None:
     """Check the cached weights against their sha256, that they load in the model's format, and the converted copy."""
     from .. import hub
+
+    with hub.reading_every_file():  # verify never trusts a remembered digest
+        _verify(name)
+
+
+def _verify(name: str) -> None:
+    from .. import hub
     from ..checkpoints import check_model_files, read_model_dir
     from ..errors import SrxError, WeightsIntegrityError
     from ..families import family_of
     from ..loading import converted_copy, load_checkpoint
     from ..registry import get_spec, is_model_dir, registry
 
-    hub.distrust_remembered_digests()  # verify reads every file in full
     if is_model_dir(name) and name not in registry():
         check_model_files(name, full=True)  # missing, truncated or altered weights.safetensors
         read_model_dir(name)
