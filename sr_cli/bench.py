@@ -26,37 +26,15 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
+from .bench_models import RANDOM_CONFIGS, random_sd, synthetic_image  # noqa: F401 (random_sd: tests use it)
 from .bench_peer import peer_comparison, reference_style  # noqa: F401 (reference_style: tests use it)
 from .bench_report import print_report
 from .errors import SrxError
 from .fsio import write_text
 
-SD21_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True,
-)
-SD21_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=768,
-    scaling_factor=0.18215,
-)
-TINY_UNET = dict(
-    sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    attention_head_dim=8, cross_attention_dim=32, norm_num_groups=8,
-)
-TINY_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=(32, 32, 64, 64),
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=8,
-    sample_size=64, scaling_factor=0.18215,
-)
-RANDOM_CONFIGS = {"sd21": (SD21_UNET, SD21_VAE), "tiny-sd": (TINY_UNET, TINY_VAE)}
 # Dense fp16/bf16 tensor-core peaks (TFLOP/s, vendor datasheets) for the achieved fraction of peak;
 # matched against torch.cuda.get_device_name in this order. --peak-tflops gives any other device's.
 PEAK_HALF_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4), ("A100", 312.0),
@@ -64,30 +42,6 @@ PEAK_HALF_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("H8
 
 
 # ----------------------------------------------------------------------------- models
-
-
-def random_sd(config: str, merge: bool = True, seed: int = 0):
-    """A one-step SD model of the given size with random weights and OSEDiff's LoRA adapters (rank 4)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-
-    from .checkpoints import AdapterSpec
-    from .engine.sd_onestep import OneStepSD
-    from .lora import attach_adapters, merge_adapters, osediff_unet_targets, osediff_vae_targets
-
-    unet_cfg, vae_cfg = RANDOM_CONFIGS[config]
-    torch.manual_seed(seed)
-    unet, vae = UNet2DConditionModel(**unet_cfg), AutoencoderKL(**vae_cfg)
-    enc, dec, others = osediff_unet_targets(unet)
-    attach_adapters(unet, [AdapterSpec("default_encoder", 4, 8.0, tuple(enc)),
-                           AdapterSpec("default_decoder", 4, 8.0, tuple(dec)),
-                           AdapterSpec("default_others", 4, 8.0, tuple(others))])
-    attach_adapters(vae, [AdapterSpec("default_encoder", 4, 8.0, tuple(osediff_vae_targets(vae)))])
-    if merge:
-        merge_adapters(unet)
-        merge_adapters(vae)
-    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
-    text = torch.randn(1, 77, unet_cfg["cross_attention_dim"]) * 0.1  # a fixed condition: no text encoder
-    return OneStepSD(vae, unet, sched.alphas_cumprod, text_embedding=text).eval().requires_grad_(False)
 
 
 def load_bench_model(name: str, device: str, dtype: str, merge: bool = True, prompt_extractor: str | None = None):
@@ -170,16 +124,6 @@ def tile_flops(model, tile: int) -> float | None:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def synthetic_image(path: Path, size: int, seed: int = 0) -> Path:
-    """A photo-like test image: smooth color fields plus fine texture."""
-    rng = np.random.default_rng(seed)
-    base = Image.fromarray((rng.random((size // 16 + 2, size // 16 + 2, 3)) * 255).astype(np.uint8))
-    arr = np.asarray(base.resize((size, size), Image.Resampling.BICUBIC)).astype(np.float32)
-    arr += rng.normal(0, 6, arr.shape)
-    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path)
-    return path
 
 
 def photo_crop(image: Path, dest: Path, size: int) -> Path:

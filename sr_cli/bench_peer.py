@@ -48,7 +48,7 @@ def reference_style(net, lr: torch.Tensor, tile: int, overlap: int, device, dtyp
 
 
 def peer_comparison(args, model, report: dict) -> dict:
-    from .bench import RANDOM_CONFIGS, random_sd, synthetic_image
+    from .bench_models import RANDOM_CONFIGS, random_sd, synthetic_image
 
     if args.model not in RANDOM_CONFIGS:
         return {"skipped": "the peer loop is written for the SD family with random weights (sd21, tiny-sd)"}
