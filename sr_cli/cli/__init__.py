@@ -34,9 +34,9 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """One-step diffusion super-resolution."""
-    from ..entry import accept_interrupts
+    from ..interrupts import accept_interrupts
 
-    accept_interrupts()  # a command starts: Ctrl-C now goes through its cleanup (see entry.py)
+    accept_interrupts()  # a command starts: Ctrl-C now goes through its cleanup (see interrupts.py)
 
 
 app.command()(upscale)
