@@ -16,7 +16,7 @@ __all__ = ["load_model", "UpscaleOptions", "__version__"]
 
 def __getattr__(name):
     if name == "load_model":
-        from .loading import load_model
+        from .models.loading import load_model
 
         return load_model
     if name == "UpscaleOptions":

@@ -171,7 +171,7 @@ def test_start_up_removes_only_stale_temp_files(tmp_path):
 def test_an_output_claimed_by_another_run_is_left_to_it(tmp_path):
     """While another run holds the claim on an output, srx does the other files first, then waits for it
     and reports it skipped once the other run has written it."""
-    from sr_cli.fsio import Claim
+    from sr_cli.io.fsio import Claim
 
     src = _folder(tmp_path / "in", 3)
     out = tmp_path / "out"

@@ -96,8 +96,8 @@ def test_models_import_then_verify_and_use(hf_home, hero_pkl, tiny_sd, img, tmp_
     assert r.exit_code == 0, r.output
     assert out.is_file()
     # A corrupted cached file is refused, and not used.
-    from sr_cli import hub
-    from sr_cli.registry import get_spec
+    from sr_cli.models import hub
+    from sr_cli.models.registry import get_spec
 
     with open(hub.manual_path(get_spec("hero-sr")), "ab") as f:
         f.write(b"x")

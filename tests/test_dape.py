@@ -118,7 +118,7 @@ def test_osediff_upscale_conditions_on_the_authors_dape_prompt(dape_in_cache, ti
 
     from sr_cli.engine.pipeline import UpscaleOptions, pil_to_uint8
     from sr_cli.engine.resize import upsample_input
-    from sr_cli.loading import load_model
+    from sr_cli.models.loading import load_model
 
     model = load_model("osediff", base=str(tiny_sd), weights=str(osediff_pkl), device="cpu", dtype="fp32")
     # The prompt srx builds for the fixture image is the authors' f"{tags}, {prompt},", tags included.
@@ -213,9 +213,9 @@ def test_evaluate_osediff_without_dape_files_is_one_line_exit_2(hf_home, tiny_sd
 def test_models_verify_checks_the_prompt_extractor_files(dape_in_cache, osediff_pkl):
     from typer.testing import CliRunner
 
-    from sr_cli import hub
+    from sr_cli.models import hub
     from sr_cli.cli import app
-    from sr_cli.registry import get_spec
+    from sr_cli.models.registry import get_spec
 
     hub.import_weights(get_spec("osediff"), osediff_pkl)
     runner = CliRunner()

@@ -35,8 +35,8 @@ def tiny_clip(tmp_path_factory):
 @pytest.fixture()
 def teachers(hf_home, tmp_path):
     """ResShift (teacher) and SinSR (hf-diff's initial student) in the srx cache, as after `srx models download`."""
-    from sr_cli import hub
-    from sr_cli.registry import get_spec
+    from sr_cli.models import hub
+    from sr_cli.models.registry import get_spec
 
     for name, filename, seed in (("resshift", "resshift_realsrx4_s15_v1.pth", 3), ("sinsr", "SinSR_v1.pth", 5)):
         denoiser, ae = make_resshift_files(tmp_path / name, "module", unet=make_tiny_swin_unet(seed))

@@ -48,8 +48,8 @@ def test_osediff_loads_from_hf_cache_and_matches_formula(hf_home, tiny_sd, osedi
 def test_osediff_lora_changes_output_and_merge_matches_unmerged(hf_home, tiny_sd, osediff_pkl, lr):
     from sr_cli.engine.pipeline import SRModel
     from sr_cli.engine.sd_onestep import OneStepSD
-    from sr_cli.lora import has_adapters
-    from sr_cli.registry import get_spec
+    from sr_cli.models.lora import has_adapters
+    from sr_cli.models.registry import get_spec
 
     merged = load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl),
                         device="cpu", dtype="fp32")
@@ -137,8 +137,8 @@ def test_prompt_changes_text_condition(hf_home, osediff_pkl, lr):
 
 def test_learned_text_embedding(hf_home, tiny_sd, osediff_pkl, tmp_path, lr):
     """DFOSD-style: a model directory with a learned embedding needs no text encoder."""
-    from sr_cli.checkpoints import read_published, write_model_dir
-    from sr_cli.registry import get_spec
+    from sr_cli.models.checkpoints import read_published, write_model_dir
+    from sr_cli.models.registry import get_spec
 
     ckpt = read_published(osediff_pkl, "osediff-pkl")
     ckpt.tensors["text_embedding"] = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(0))
@@ -158,8 +158,8 @@ def test_learned_text_embedding(hf_home, tiny_sd, osediff_pkl, tmp_path, lr):
 
 def test_model_directory_round_trip(hf_home, tiny_sd, hero_pkl, tmp_path, lr):
     """A converted checkpoint written as an srx model directory loads and gives the same output."""
-    from sr_cli.checkpoints import read_published, write_model_dir
-    from sr_cli.registry import get_spec
+    from sr_cli.models.checkpoints import read_published, write_model_dir
+    from sr_cli.models.registry import get_spec
 
     spec = get_spec("hero-sr").to_dict()
     spec.pop("name"), spec.pop("weights")
@@ -173,7 +173,7 @@ def test_model_directory_round_trip(hf_home, tiny_sd, hero_pkl, tmp_path, lr):
 
 
 def test_conversion_is_cached_as_safetensors(hf_home, osediff_pkl):
-    from sr_cli import hub
+    from sr_cli.models import hub
 
     load_model("osediff", prompt_extractor="none", base=TINY_REPO, weights=str(osediff_pkl), device="cpu", dtype="fp32")
     converted = hub.converted_dir(hub.sha256_file(osediff_pkl))

@@ -40,8 +40,8 @@ def test_paper_rows_match_the_osediff_table():
 
 def _missing_real_files(name: str) -> str | None:
     """Why the real weights of ``name`` (and its base or autoencoder) are not usable offline; None when they are."""
-    from sr_cli import hub
-    from sr_cli.registry import get_spec
+    from sr_cli.models import hub
+    from sr_cli.models.registry import get_spec
 
     spec = get_spec(name)
     try:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from sr_cli import registry
-from sr_cli.checkpoints import OneStepCheckpoint, read_model_dir, safe_torch_load, write_model_dir
+from sr_cli.models import registry
+from sr_cli.models.checkpoints import OneStepCheckpoint, read_model_dir, safe_torch_load, write_model_dir
 from sr_cli.engine.pipeline import SRModel, UpscaleOptions
 from sr_cli.errors import OptionError
 from sr_cli.families import FAMILIES, ModelFamily, detect_format, family_of, format_owner
-from sr_cli.registry import BaseModel, get_spec
+from sr_cli.models.registry import BaseModel, get_spec
 from helpers.tiny import make_resshift_files, make_tiny_swin_unet, make_tiny_vq
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sr_cli"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from helpers.files import umask
 
-from sr_cli import hub
-from sr_cli.fsio import Claim, DestinationExists, atomic_write, is_stale, locked, stale_files
-from sr_cli.registry import get_spec
+from sr_cli.models import hub
+from sr_cli.io.fsio import Claim, DestinationExists, atomic_write, is_stale, locked, stale_files
+from sr_cli.models.registry import get_spec
 
 
 def _mode(path: Path) -> int:
@@ -53,7 +53,7 @@ def _hold(path: Path, kind: str) -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from sr_cli.fsio import Claim, locked
+        from sr_cli.io.fsio import Claim, locked
         if {kind!r} == "claim":
             c = Claim(Path({str(path)!r})); assert c.take()
         else:
@@ -97,7 +97,7 @@ def test_stale_means_nobody_holds_the_lock(tmp_path):
 def test_hash_records_from_parallel_processes_are_all_kept(tmp_path):
     code = textwrap.dedent("""
         import sys
-        from sr_cli import hub
+        from sr_cli.models import hub
         for i in range(25):
             hub.record_hash(f"{sys.argv[1]}/{i}", "%064x" % i)
     """)
@@ -125,7 +125,7 @@ def test_imported_weights_get_the_umask_mode(hf_home, hero_pkl):
 def test_locked_waits_for_the_holder(tmp_path):
     lock = tmp_path / ".cache.srx-lock"
     other = _hold(lock, "lock")
-    code = f"from sr_cli.fsio import locked\nwith locked({str(lock)!r}): print('got it')"
+    code = f"from sr_cli.io.fsio import locked\nwith locked({str(lock)!r}): print('got it')"
     waiter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         with pytest.raises(subprocess.TimeoutExpired):

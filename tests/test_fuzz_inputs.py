@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sr_cli.cli import app
-from sr_cli.imageio import (
+from sr_cli.io.imageio import (
     ALPHA_FORMATS,
     EXTENSION_BY_FORMAT,
     FORMAT_BY_NAME,

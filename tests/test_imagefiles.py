@@ -14,12 +14,12 @@ from helpers.files import current_umask
 from PIL import Image
 from typer.testing import CliRunner
 
-from sr_cli.batch import Job, discover, plan_outputs
+from sr_cli.io.batch import Job, discover, plan_outputs
 from sr_cli.cli import app
 from sr_cli.evaluate.datasets import folder_set
-from sr_cli.fsio import atomic_dir
-from sr_cli.imagefiles import list_images
-from sr_cli.imageio import encode_image, read_image
+from sr_cli.io.fsio import atomic_dir
+from sr_cli.io.imagefiles import list_images
+from sr_cli.io.imageio import encode_image, read_image
 from sr_cli.train.data import list_images as training_images
 
 RNG = np.random.default_rng(11)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
-from sr_cli.imageio import ImageReadError, encode_image, read_image
+from sr_cli.io.imageio import ImageReadError, encode_image, read_image
 
 RNG = np.random.default_rng(7)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from sr_cli import hub
+from sr_cli.models import hub
 
 
 def test_large_file_digest_is_remembered_across_processes_and_follows_changes(tmp_path, monkeypatch):

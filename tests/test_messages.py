@@ -11,10 +11,10 @@ import typer.main
 from PIL import Image
 from typer.testing import CliRunner
 
-from sr_cli import hub
+from sr_cli.models import hub
 from sr_cli.cli import app
 from sr_cli.errors import WeightsIntegrityError, WeightsMissingError
-from sr_cli.registry import get_spec, registry
+from sr_cli.models.registry import get_spec, registry
 
 runner = CliRunner()
 LITE_DIR = Path(__file__).parent.parent / "sr_cli" / "weights" / "lite"
@@ -152,7 +152,7 @@ def test_manifest_instructions_suggest_commands_that_exist(tmp_path, monkeypatch
     """The `instructions` of every file in the registry (shown when a manual download is missing)."""
     from dataclasses import fields
 
-    from sr_cli.registry import WeightsSource
+    from sr_cli.models.registry import WeightsSource
 
     monkeypatch.chdir(tmp_path)
     n = 0
@@ -165,7 +165,7 @@ def test_manifest_instructions_suggest_commands_that_exist(tmp_path, monkeypatch
 
 
 def test_base_model_of_a_training_run_suggests_no_made_up_model(hf_home):
-    from sr_cli.registry import BaseModel
+    from sr_cli.models.registry import BaseModel
 
     with pytest.raises(WeightsMissingError) as e:
         hub.resolve_base(BaseModel(repo="stabilityai/sd-turbo"), "train:osediff", download=False)

@@ -13,9 +13,9 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-from sr_cli import hub
+from sr_cli.models import hub
 from sr_cli.cli import app
-from sr_cli.registry import get_spec
+from sr_cli.models.registry import get_spec
 
 runner = CliRunner()
 MODEL_CHECKSUMS = "srx_checksums.json"  # written beside weights.safetensors
@@ -111,14 +111,14 @@ def test_verify_names_a_damaged_model_directory_file(damage, tmp_path):
 
 
 def test_embedded_lite_ships_its_checksums():
-    from sr_cli.checkpoints import check_model_files
+    from sr_cli.models.checkpoints import check_model_files
 
     check_model_files(LITE_DIR, full=True)
     assert runner.invoke(app, ["models", "verify", "lite"]).exit_code == 0
 
 
 def test_verify_checks_the_converted_copy_and_load_repairs_it(hf_home, osediff_pkl):
-    from sr_cli.loading import converted_copy, load_checkpoint
+    from sr_cli.models.loading import converted_copy, load_checkpoint
 
     spec = get_spec("osediff")
     hub.import_weights(spec, osediff_pkl)

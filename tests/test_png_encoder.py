@@ -10,8 +10,8 @@ import png
 import pytest
 from PIL import Image
 
-from sr_cli import png_encoder
-from sr_cli.png_encoder import encode_png, paeth_filter
+from sr_cli.io import png_encoder
+from sr_cli.io.png_encoder import encode_png, paeth_filter
 
 
 def photo_like(h: int, w: int, c: int, seed: int = 0, dtype=np.uint8) -> np.ndarray:
@@ -136,7 +136,7 @@ def test_rejects_what_png_cannot_hold():
 
 
 def test_adler32_combine_equals_adler32_of_the_concatenation():
-    from sr_cli.png_encoder import adler32_combine
+    from sr_cli.io.png_encoder import adler32_combine
 
     rng = np.random.default_rng(5)
     for n_a, n_b in [(0, 10), (1, 1), (1000, 7), (70000, 123457)]:

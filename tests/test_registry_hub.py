@@ -6,11 +6,11 @@ import pickle
 import pytest
 import torch
 
-from sr_cli import hub
-from sr_cli.checkpoints import read_published, safe_torch_load
+from sr_cli.models import hub
+from sr_cli.models.checkpoints import read_published, safe_torch_load
 from sr_cli.errors import (CheckpointFormatError, ManifestError, UnknownModelError, WeightsIntegrityError,
                            WeightsMissingError)
-from sr_cli.registry import get_spec, parse_manifest, registry
+from sr_cli.models.registry import get_spec, parse_manifest, registry
 
 
 def test_packaged_manifest_entries():
@@ -95,7 +95,7 @@ def test_import_weights_records_hash(hf_home, hero_pkl):
 
 
 def test_base_model_offline_missing(hf_home):
-    from sr_cli.registry import BaseModel
+    from sr_cli.models.registry import BaseModel
 
     with pytest.raises(WeightsMissingError, match="run srx once with network access, or point --base at") as e:
         hub.resolve_base(BaseModel(repo="nobody/nothing"), "x")
@@ -107,7 +107,7 @@ def test_base_model_offline_missing(hf_home):
 def test_base_model_found_in_hf_cache(hf_home):
     from helpers.tiny import TINY_COMMIT, TINY_REPO
 
-    from sr_cli.registry import BaseModel
+    from sr_cli.models.registry import BaseModel
 
     path = hub.resolve_base(BaseModel(repo=TINY_REPO), "x")
     assert path.name == TINY_COMMIT and (path / "unet" / "config.json").is_file()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
-from sr_cli.checkpoints_resshift import read_resshift
+from sr_cli.models.checkpoints_resshift import read_resshift
 from sr_cli.cli import app
 from sr_cli.engine.resshift import ResShiftSchedule, ResShiftSR
 from sr_cli.nets.swin_unet import official_state_dict, shifted_window_mask
@@ -143,8 +143,8 @@ def test_one_step_student_equals_the_formula(tmp_path):
 @pytest.fixture()
 def sinsr_cached(hf_home, tmp_path) -> tuple[Path, Path]:
     """SinSR's two files where `srx models download sinsr` puts them (the srx cache)."""
-    from sr_cli import hub
-    from sr_cli.registry import get_spec
+    from sr_cli.models import hub
+    from sr_cli.models.registry import get_spec
 
     denoiser, ae = make_resshift_files(tmp_path / "files", "module")
     dl = hub.cache_root() / "downloads" / "sinsr"
@@ -198,8 +198,8 @@ def test_sampler_option_is_checked(sinsr_cached, tmp_path):
 
 
 def test_models_import_hf_diff_checks_the_layout(hf_home, tmp_path):
-    from sr_cli import hub
-    from sr_cli.registry import get_spec
+    from sr_cli.models import hub
+    from sr_cli.models.registry import get_spec
 
     denoiser, ae = make_resshift_files(tmp_path / "f", "state_dict")
     r = runner.invoke(app, ["models", "import", "hf-diff", str(ae)])  # the autoencoder is not the model's file
@@ -265,8 +265,8 @@ def test_half_precision_on_gpu_matches_fp32(tmp_path, dtype):
 
 
 def test_the_three_models_share_one_autoencoder_copy(hf_home):
-    from sr_cli import hub
-    from sr_cli.registry import get_spec
+    from sr_cli.models import hub
+    from sr_cli.models.registry import get_spec
 
     paths = {hub.manual_path(hub.autoencoder_spec(get_spec(n))) for n in ("resshift", "sinsr", "hf-diff")}
     assert len(paths) == 1 and next(iter(paths)).name == "autoencoder_vq_f4.pth"
@@ -356,7 +356,7 @@ def test_padded_tile_gets_fresh_prior_noise(tmp_path):
 @pytest.mark.parametrize("name", ["resshift", "sinsr", "hf-diff"])
 def test_family_defaults_are_the_authors_chopping(name):
     """512 LR pixels per tile, stride 448 (overlap 64), in the output pixels that --tile/--overlap count."""
-    from sr_cli.registry import get_spec
+    from sr_cli.models.registry import get_spec
 
     d = get_spec(name).defaults
     assert (d.tile, d.overlap) == (4 * 512, 4 * 64)

@@ -155,7 +155,7 @@ def test_train_cli_checkpoints_export_and_upscale(hf_home, tiny_sd, hq_dir, tmp_
     from sr_cli import load_model
     from sr_cli.engine.pipeline import SRModel, UpscaleOptions
     from sr_cli.engine.sd_onestep import OneStepSD
-    from sr_cli.registry import get_spec
+    from sr_cli.models.registry import get_spec
 
     out = tmp_path / "run"
     val = hq_dir / "hq0.png"

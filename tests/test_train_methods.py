@@ -90,7 +90,7 @@ def test_train_cli_loss_weight_option(tmp_path):
 
 def test_sd_generator_is_the_engines_forward_bit_for_bit(tiny_sd, tmp_path):
     """Training's generator runs ``OneStepSD.forward`` itself: VAE shift factor, padding, float64 x0 included."""
-    from sr_cli.registry import get_spec
+    from sr_cli.models.registry import get_spec
     from sr_cli.train.methods.one_step_sd import OneStepSDMethod, upsample_input
 
     cfg = resolve_config("osediff", None, base=str(tiny_sd), output=str(tmp_path / "o"), timestep=500)
@@ -114,7 +114,7 @@ def test_sd_generator_is_the_engines_forward_bit_for_bit(tiny_sd, tmp_path):
 def test_exported_lite_model_loads_with_the_familys_defaults_and_validation_is_8bit(tmp_path):
     from sr_cli import load_model
     from sr_cli.engine.pipeline import SRModel, pil_to_uint8, tensor_to_pil
-    from sr_cli.registry import get_spec
+    from sr_cli.models.registry import get_spec
     from sr_cli.train.loop import export_model, validate
 
     torch.manual_seed(0)

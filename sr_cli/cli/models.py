@@ -12,14 +12,14 @@ from .common import out_console, print_line, report_errors
 # The registry, the cache code and rich's tables are imported inside the commands: `srx --help` imports
 # every command module, and needs none of them.
 if TYPE_CHECKING:
-    from ..registry import ModelSpec
+    from ..models.registry import ModelSpec
 
 app = typer.Typer(help="List, inspect, download, verify and import models.", no_args_is_help=True)
 
 
 def weights_status(spec: ModelSpec) -> str:
     """'cached', 'missing' or 'manual download' for the one-step weights (no network, no hashing)."""
-    from .. import hub
+    from ..models import hub
 
     src = spec.weights
     if src is None:
@@ -36,7 +36,7 @@ def weights_status(spec: ModelSpec) -> str:
 
 
 def base_status(spec: ModelSpec) -> str:
-    from .. import hub
+    from ..models import hub
 
     if spec.base is None:
         return "-"
@@ -54,7 +54,7 @@ def list_models() -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from ..registry import registry
+    from ..models.registry import registry
 
     columns = ("name", "family", "base model", "weights", "base", "license")
     rows = [(name, spec.family, spec.base.describe() if spec.base else "-", weights_status(spec), base_status(spec),
@@ -92,9 +92,9 @@ def print_fields(rows: list[tuple[str, str]]) -> None:
 @report_errors
 def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     """Everything the registry knows about a model: paper, licenses, sources, defaults, cache paths."""
-    from .. import hub
+    from ..models import hub
     from ..families import family_of
-    from ..registry import get_spec
+    from ..models.registry import get_spec
 
     spec = get_spec(name)
     d = spec.defaults
@@ -149,8 +149,8 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
 @report_errors
 def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     """Download a model's base model and weights into the cache (needs network)."""
-    from .. import hub
-    from ..registry import get_spec
+    from ..models import hub
+    from ..models.registry import get_spec
 
     spec = get_spec(name)
     if spec.base is not None:
@@ -177,19 +177,19 @@ def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
 @report_errors
 def verify(name: Annotated[str, typer.Argument(help="Model name, or a saved model directory.")]) -> None:
     """Check the cached weights against their sha256, that they load in the model's format, and the converted copy."""
-    from .. import hub
+    from ..models import hub
 
     with hub.reading_every_file():  # verify never trusts a remembered digest
         _verify(name)
 
 
 def _verify(name: str) -> None:
-    from .. import hub
-    from ..checkpoints import check_model_files, read_model_dir
+    from ..models import hub
+    from ..models.checkpoints import check_model_files, read_model_dir
     from ..errors import SrxError, WeightsIntegrityError
     from ..families import family_of
-    from ..loading import converted_copy, load_checkpoint
-    from ..registry import get_spec, is_model_dir, registry
+    from ..models.loading import converted_copy, load_checkpoint
+    from ..models.registry import get_spec, is_model_dir, registry
 
     if is_model_dir(name) and name not in registry():
         check_model_files(name, full=True)  # missing, truncated or altered weights.safetensors
@@ -238,16 +238,16 @@ def import_(
         "--autoencoder", help="FILE is the model's autoencoder (ResShift family: autoencoder_vq_f4.pth).")] = False,
 ) -> None:
     """Import a hand-downloaded weights file (e.g. Hero-SR's Google Drive file) into the cache."""
-    from .. import hub
+    from ..models import hub
     from ..errors import UsageError
     from ..families import family_of
-    from ..registry import get_spec
+    from ..models.registry import get_spec
 
     spec = get_spec(name)
     if autoencoder:
         if spec.autoencoder is None:
             raise UsageError(f"{name} has no separate autoencoder file (--autoencoder is for the ResShift family)")
-        from ..checkpoints_resshift import check_autoencoder
+        from ..models.checkpoints_resshift import check_autoencoder
 
         check_autoencoder(file, spec.autoencoder.filename)
         dest = hub.import_weights(hub.autoencoder_spec(spec), file)

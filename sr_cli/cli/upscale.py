@@ -119,9 +119,9 @@ def _output_target(output: str | None) -> tuple[Path | None, bool]:
 
 def _plan(inputs, output, fmt, suffix, recursive, overwrite):
     """Discover and plan; usage errors (nothing to do, an output that cannot be what -o says) raise UsageError."""
-    from ..batch import discover, plan_outputs
+    from ..io.batch import discover, plan_outputs
     from ..errors import UsageError
-    from ..imageio import FORMAT_BY_NAME
+    from ..io.imageio import FORMAT_BY_NAME
 
     jobs = discover(inputs, recursive, suffix)
     if not jobs:
@@ -199,9 +199,9 @@ def upscale(
         previous_term = None
     try:
         with _interrupt_held():  # torch and the engine: a half-done import would crash the rest of the run
-            from ..batch import run_jobs  # imports torch
+            from ..io.batch import run_jobs  # imports torch
             from ..errors import SrxError
-            from ..loading import load_model
+            from ..models.loading import load_model
 
         try:
             jobs, sr_args = _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_batch,
@@ -255,7 +255,7 @@ def upscale(
 
 
 def _report(jobs: list, started: float, interrupted: int | None) -> dict:
-    from ..batch import BatchSummary
+    from ..io.batch import BatchSummary
 
     summary = BatchSummary.of(jobs, time.perf_counter() - started)
     return {"files": [j.to_json() for j in jobs], "totals": summary.__dict__, "interrupted": interrupted is not None}
@@ -267,8 +267,8 @@ def _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_ba
     from ..engine.pipeline import UpscaleOptions
     from ..errors import UsageError
     from ..families import family_of
-    from ..fsio import remove_stale, stale_files
-    from ..loading import resolve_spec
+    from ..io.fsio import remove_stale, stale_files
+    from ..models.loading import resolve_spec
 
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -299,9 +299,9 @@ def convert_one(sr, job, options, quality: int, max_pixels: int, overwrite: bool
     """Read, super-resolve (color through the model, alpha resized smoothly), encode, write atomically."""
     from PIL import Image
 
-    from ..batch import check_output_format, output_format
+    from ..io.batch import check_output_format, output_format
     from ..engine.resize import pil_resize
-    from ..imageio import encode_image, read_image, write_atomic
+    from ..io.imageio import encode_image, read_image, write_atomic
 
     image = read_image(job.source, max_pixels)
     job.input_size = image.size

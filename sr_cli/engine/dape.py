@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..checkpoints import safe_torch_load
+from ..models.checkpoints import safe_torch_load
 from ..errors import CheckpointFormatError
 from ..nets.ram import RAM
 
@@ -293,7 +293,7 @@ def _how_to_get(spec, which: str) -> str:
 
 def tagger_files(spec, download: bool = True, requested: str | None = None) -> tuple[Path, Path]:
     """RAM's and DAPE's files for ``spec``, verified; a missing one is ONE error naming what to get."""
-    from .. import hub
+    from ..models import hub
     from ..errors import WeightsMissingError
 
     found, missing = {}, []
@@ -316,7 +316,7 @@ def _missing_message(spec, missing: list[str], requested: str | None) -> str:
 
 def require_tagger_files(spec, requested: str | None = None) -> None:
     """A usage error up front (before any work) when a tagger file is neither on disk nor downloadable now."""
-    from .. import hub
+    from ..models import hub
     from ..errors import WeightsMissingError
 
     def present(which: str) -> bool:
@@ -344,7 +344,7 @@ def load_dape_tagger(spec, download: bool = True, requested: str | None = None) 
 def import_tagger_file(spec, file: Path) -> Path | None:
     """``srx models import osediff DAPE.pth`` (or RAM's file): copy it into the cache when it reads as one of the
     model's tagger files; ``None`` when it is neither (then it is the model's own weights file, or nothing)."""
-    from .. import hub
+    from ..models import hub
 
     if spec.ram is None or spec.dape is None:
         return None

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import OneStepCheckpoint
+from ..models.checkpoints import OneStepCheckpoint
 from ..errors import CheckpointFormatError
 from ..nets.lite import LiteUNet
 from .tensors import move_module, pad_to_multiple

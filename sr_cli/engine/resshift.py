@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import OneStepCheckpoint
+from ..models.checkpoints import OneStepCheckpoint
 from ..errors import CheckpointFormatError
 from ..nets.swin_unet import SwinUNet, SwinUNetConfig
 from ..nets.vqgan import VQ_F4_CONFIG, build_vq_model
-from ..registry import SAMPLERS
+from ..models.registry import SAMPLERS
 from .tensors import move_module, pad_to_multiple
 
 

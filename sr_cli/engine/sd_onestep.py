@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import OneStepCheckpoint
+from ..models.checkpoints import OneStepCheckpoint
 from ..errors import CheckpointFormatError
-from ..lora import attach_adapters, load_component_state, merge_adapters
+from ..models.lora import attach_adapters, load_component_state, merge_adapters
 from ..nets.dtsm import DynamicTimestepModule
 from .devices import exact_dtype, vae_dtype_for
 from .tensors import move_module, pad_to_multiple

@@ -20,8 +20,8 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ManifestError, SrxError, UsageError
-from ..imagefiles import image_extensions, list_images
-from ..registry import build_table  # typed tables, unknown keys are errors: one rule for both manifests
+from ..io.imagefiles import image_extensions, list_images
+from ..models.registry import build_table  # typed tables, unknown keys are errors: one rule for both manifests
 
 LR_DIR_NAMES = ("LR", "lr", "test_LR", "lq", "LQ", "input")
 HR_DIR_NAMES = ("HR", "hr", "test_HR", "gt", "GT", "target")
@@ -212,7 +212,7 @@ def folder_set(root: Path, name: str | None = None, lr_dir: str | None = None, h
 
 
 def datasets_root() -> Path:
-    from ..hub import cache_root
+    from ..models.hub import cache_root
 
     return cache_root() / "datasets"
 
@@ -243,7 +243,7 @@ def fetch_dataset(spec: DatasetSpec, download: bool = True) -> Path:
     root = datasets_root() / spec.name
     if _complete_marker(root).is_file():
         return root
-    from ..fsio import lock_path_for, locked
+    from ..io.fsio import lock_path_for, locked
 
     with locked(lock_path_for(root), best_effort=True):  # parallel runs download it once; the others wait
         if _complete_marker(root).is_file():
@@ -252,12 +252,12 @@ def fetch_dataset(spec: DatasetSpec, download: bool = True) -> Path:
 
 
 def _download_dataset(spec: DatasetSpec, root: Path, download: bool) -> Path:
-    from ..fsio import atomic_dir, write_text
+    from ..io.fsio import atomic_dir, write_text
 
     src = spec.source
     if src.kind == "manual":
         raise DatasetMissingError(f"dataset {spec.name!r} is not downloaded by srx: {src.instructions}")
-    from ..hub import offline
+    from ..models.hub import offline
 
     allow_network = download and not offline()
     if src.kind == "github" and not allow_network:
@@ -339,7 +339,7 @@ def _hf_zip(src: DatasetSource, allow_network: bool) -> Path | None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from ..hub import verify_file
+    from ..models.hub import verify_file
 
     try:
         path = Path(hf_hub_download(src.repo, src.filename, repo_type="dataset", revision=src.revision,

@@ -89,7 +89,7 @@ def import_pyiqa():
 
 
 def _offline() -> bool:
-    from ..hub import offline
+    from ..models.hub import offline
 
     return offline()
 

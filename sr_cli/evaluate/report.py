@@ -9,7 +9,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from ..imageio import write_atomic
+from ..io.imageio import write_atomic
 from .metrics import METRICS
 from .runner import SystemResult
 

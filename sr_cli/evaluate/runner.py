@@ -29,9 +29,9 @@ from PIL import Image
 from ..engine.pipeline import UpscaleOptions, tensor_to_pil
 from ..engine.resize import output_size, pil_resize, to_unit_float
 from ..errors import SrxError, UsageError
-from ..fsio import claimed
-from ..imageio import encode_image, read_image, write_atomic
-from ..imagefiles import image_extensions
+from ..io.fsio import claimed
+from ..io.imageio import encode_image, read_image, write_atomic
+from ..io.imagefiles import image_extensions
 from .datasets import EvalSet, Sample
 from .metrics import MetricFailed, MetricSuite
 
@@ -126,7 +126,7 @@ class ModelSystem(System):
 
     def __init__(self, model: str, options: UpscaleOptions, *, base: str | None = None, weights: str | None = None,
                  device: str = "auto", dtype: str = "auto", compile_unet: bool = False):
-        from ..loading import resolve_spec
+        from ..models.loading import resolve_spec
 
         self.name = model
         self.spec = resolve_spec(model, base, weights)
@@ -149,7 +149,7 @@ class ModelSystem(System):
               "options": opts.__dict__, "device": dev.type, "dtype": str(resolve_dtype(self.dtype, dev)),
               "input": "8-bit images through PIL's 8-bit bicubic"}
         if self.spec.autoencoder is not None:  # ResShift family: the VQ autoencoder is a second file
-            from ..hub import autoencoder_spec
+            from ..models.hub import autoencoder_spec
 
             fp["autoencoder_file"] = _file_identity(autoencoder_spec(self.spec))
         if self.options.prompt_extractor == "dape":  # OSEDiff: the tags, hence the outputs, follow RAM/DAPE's files
@@ -161,7 +161,7 @@ class ModelSystem(System):
     @property
     def model(self):
         if self._model is None:
-            from ..loading import load_model
+            from ..models.loading import load_model
 
             self._model = load_model(self.name, base=self.base, weights=self.weights, device=self.device,
                                      dtype=self.dtype, compile_unet=self.compile_unet,
@@ -201,7 +201,7 @@ def _file_identity(spec) -> dict | None:
     if src is None or not src.path:
         if src is not None and src.sha256:
             return {"sha256": src.sha256}
-        from ..hub import read_lock
+        from ..models.hub import read_lock
 
         return {"sha256": read_lock().get(f"{spec.name}/{src.filename}")} if src is not None else None
     path = Path(src.path)
@@ -215,7 +215,7 @@ def _file_identity(spec) -> dict | None:
 
 
 def cache_dir_for(system: System, eval_set: EvalSet, scale: float) -> Path:
-    from ..hub import cache_root
+    from ..models.hub import cache_root
 
     key = {"system": system.fingerprint(), "dataset": eval_set.name, "root": str(eval_set.root.resolve()),
            "scale": scale}
@@ -341,7 +341,7 @@ def evaluate_system(system: System, eval_set: EvalSet, suite: MetricSuite, scale
     set_values: dict[str, float] = {}
     set_errors: dict[str, str] = {}
     if suite.set_metrics and eval_set.paired and len(scored) >= 2:
-        from ..hub import cache_root
+        from ..models.hub import cache_root
 
         tmp_parent = cache_root() / "eval"
         try:

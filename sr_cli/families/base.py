@@ -70,7 +70,7 @@ class ModelFamily:
         return None
 
     def source_files(self, spec, download: bool) -> list[Path]:
-        from .. import hub
+        from ..models import hub
 
         path = hub.resolve_weights(spec, download=download)
         if path.suffix == ".safetensors" or spec.format == "srx":
@@ -81,7 +81,7 @@ class ModelFamily:
         """The converted copy's cache key: the sha256 of the published file(s)."""
         import hashlib
 
-        from .. import hub
+        from ..models import hub
 
         if len(files) == 1:
             return hub.sha256_file(files[0])
@@ -89,19 +89,19 @@ class ModelFamily:
 
     def convert(self, spec, files: list[Path]):
         """The published file(s) as an ``OneStepCheckpoint`` (read with ``checkpoints.safe_torch_load``)."""
-        from ..checkpoints import read_published
+        from ..models.checkpoints import read_published
 
         return read_published(files[0], spec.format, spec.weights.filename)
 
     def check_import(self, spec, file: Path) -> None:
-        from ..checkpoints import read_published
+        from ..models.checkpoints import read_published
 
         read_published(file, spec.format, spec.weights.filename)
 
     def verify(self, spec, converted: Path | None) -> str:
         """Read the model's published file(s) (raising on a bad one); the line ``srx models verify`` prints."""
-        from .. import hub
-        from ..checkpoints import read_published
+        from ..models import hub
+        from ..models.checkpoints import read_published
 
         path = hub.resolve_weights(spec, download=False)
         read_published(path, spec.format, spec.weights.filename)

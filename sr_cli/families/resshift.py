@@ -19,7 +19,7 @@ class ResShiftFamily(ModelFamily):
 
     def source_files(self, spec, download: bool) -> list[Path]:
         """The denoiser and the autoencoder: one converted model directory, keyed by both hashes."""
-        from .. import hub
+        from ..models import hub
 
         path = hub.resolve_weights(spec, download=download)
         if spec.autoencoder is None:
@@ -27,17 +27,17 @@ class ResShiftFamily(ModelFamily):
         return [path, hub.resolve_weights(hub.autoencoder_spec(spec), download=download)]
 
     def convert(self, spec, files: list[Path]):
-        from ..checkpoints_resshift import read_resshift
+        from ..models.checkpoints_resshift import read_resshift
 
         return read_resshift(*files)
 
     def check_import(self, spec, file: Path) -> None:
-        from ..checkpoints_resshift import check_denoiser
+        from ..models.checkpoints_resshift import check_denoiser
 
         check_denoiser(file, spec.weights.filename)
 
     def verify(self, spec, converted: Path | None) -> str:
-        from ..loading import load_checkpoint
+        from ..models.loading import load_checkpoint
 
         load_checkpoint(spec, download=False)  # both files read (converted once)
         return f"{spec.name}: weights, autoencoder{' and converted copy' if converted else ''} OK"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, OneStepCheckpoint
+from ..models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, OneStepCheckpoint
 from ..errors import CheckpointFormatError, UnknownModelError
 from .base import ModelFamily, TilePlan, output_space_plan
 
@@ -105,7 +105,7 @@ class SDOneStepFamily(ModelFamily):
         return None
 
     def build(self, spec, ckpt, *, download: bool, merge_lora: bool):
-        from .. import hub
+        from ..models import hub
         from ..engine.sd_onestep import OneStepSD
 
         if spec.base is None:

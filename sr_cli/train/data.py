@@ -19,7 +19,7 @@ from ..errors import UsageError
 
 def list_images(folder: Path) -> list[Path]:
     """Training images below ``folder``, subfolders included (srx's one rule for which files are images)."""
-    from ..imagefiles import list_images as images_in
+    from ..io.imagefiles import list_images as images_in
 
     return images_in(folder, recursive=True)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import safe_torch_load, write_model_dir
+from ..models.checkpoints import safe_torch_load, write_model_dir
 from ..errors import UsageError
-from ..fsio import atomic_write, write_text
+from ..io.fsio import atomic_write, write_text
 from .config import TrainConfig
 from .data import CropDataset, StepBatchSampler, step_generator
 from .methods import TrainMethod, build_method
@@ -41,8 +41,8 @@ class TrainResult:
 
 
 def resolve_base_dir(cfg: TrainConfig) -> Path | None:
-    from .. import hub
-    from ..loading import base_override
+    from ..models import hub
+    from ..models.loading import base_override
 
     if cfg.base_or_default is None:  # the lite model has no base model
         return None
@@ -156,7 +156,7 @@ def validate(method: TrainMethod, cfg: TrainConfig, output: Path, step: int, dev
     """Upscale the validation images through the inference engine with the current weights (8-bit images
     through the engine's 8-bit input path, as ``srx upscale`` reads them)."""
     from ..engine.pipeline import SRModel, tensor_to_pil
-    from ..imageio import read_image
+    from ..io.imageio import read_image
 
     spec = method.model_spec()
     folder = output / "validation" / f"step-{step:06d}"
@@ -181,7 +181,7 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
     from accelerate import Accelerator
 
     from ..data.degradation import DegradationConfig, RealESRGANDegradation
-    from ..loading import quiet_libraries
+    from ..models.loading import quiet_libraries
 
     quiet_libraries()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)

@@ -124,7 +124,7 @@ def make_osediff_pkl(base_dir: Path, path: Path, rank: int = 4, seed: int = 1) -
     """A tiny ``osediff.pkl`` in the published layout (lists of target names, ranks, peft-keyed state dicts)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from sr_cli.lora import osediff_unet_targets, osediff_vae_targets
+    from sr_cli.models.lora import osediff_unet_targets, osediff_vae_targets
 
     unet = UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet")
     vae = AutoencoderKL.from_pretrained(base_dir, subfolder="vae")
@@ -156,7 +156,7 @@ def make_hero_sr_pkl(base_dir: Path, path: Path, rank: int = 16, seed: int = 2, 
     """A tiny ``hero_sr_model.pkl``: UNet adapter ``default``, VAE adapter ``vae``, and a DTSM state dict."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from sr_cli.lora import osediff_vae_targets
+    from sr_cli.models.lora import osediff_vae_targets
     from sr_cli.nets.dtsm import HERO_SR_TIMESTEPS, DynamicTimestepModule
 
     unet = UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet")

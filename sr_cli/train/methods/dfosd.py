@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoints import AdapterSpec
-from ...lora import attach_adapters, osediff_unet_targets
+from ...models.checkpoints import AdapterSpec
+from ...models.lora import attach_adapters, osediff_unet_targets
 from ..config import TrainConfig
 from ..perceptual import ea_dists_loss, make_dists
 from .one_step_sd import OneStepSDMethod, lora_alpha, train_only_lora

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...checkpoints import AdapterSpec
+from ...models.checkpoints import AdapterSpec
 from ...nets.dtsm import DynamicTimestepModule
 from ..config import TrainConfig
 from ..perceptual import CLIPPerception, lpips_loss, make_lpips

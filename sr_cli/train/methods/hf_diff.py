@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoints import safe_torch_load
+from ...models.checkpoints import safe_torch_load
 from ...errors import UsageError
 from ..config import TrainConfig
 from .resshift_student import ResShiftStudentMethod
@@ -58,7 +58,7 @@ class HighFrequencyINN(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> HighFrequencyINN:
-        from ...checkpoints_resshift import unwrap_state_dict
+        from ...models.checkpoints_resshift import unwrap_state_dict
 
         path = Path(path)
         state = unwrap_state_dict(safe_torch_load(path), path)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ...checkpoints import OneStepCheckpoint
-from ...registry import ModelSpec, get_spec
+from ...models.checkpoints import OneStepCheckpoint
+from ...models.registry import ModelSpec, get_spec
 from ..config import TrainConfig
 from .base import TrainMethod
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoints import AdapterSpec
+from ...models.checkpoints import AdapterSpec
 from ...engine.sd_onestep import x0_from_eps
-from ...lora import attach_adapters
+from ...models.lora import attach_adapters
 from ..config import TrainConfig
 from ..perceptual import lpips_loss, make_lpips
 from .one_step_sd import OneStepSDMethod, load_scheduler, train_only_lora

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...checkpoints import OneStepCheckpoint
+from ...models.checkpoints import OneStepCheckpoint
 from ...engine.resshift import ResShiftSR
 from ...errors import UsageError
-from ...registry import ModelSpec
+from ...models.registry import ModelSpec
 from ..config import TrainConfig
 from .base import TrainMethod
 
@@ -29,7 +29,7 @@ def load_resshift_model(name: str, role: str) -> tuple[ResShiftSR, ModelSpec]:
     """A model with a multi-step deterministic chain (the ResShift family) by registry name or directory, on
     the CPU in fp32 (frozen), and its spec."""
     from ...families import family_of
-    from ...loading import load_checkpoint, resolve_spec
+    from ...models.loading import load_checkpoint, resolve_spec
 
     spec = resolve_spec(name)
     family = family_of(spec)

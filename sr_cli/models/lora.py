@@ -7,7 +7,7 @@ import warnings
 from torch import nn
 
 from .checkpoints import AdapterSpec
-from .errors import CheckpointFormatError
+from ..errors import CheckpointFormatError
 
 
 def lora_config(adapter: AdapterSpec, init: str | bool = "gaussian"):

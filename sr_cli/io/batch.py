@@ -229,7 +229,7 @@ def _finished_meanwhile(job: Job, overwrite: bool) -> bool:
 
 
 def _process(job: Job, process: Callable[[Job], None]) -> None:
-    from .errors import SrxError
+    from ..errors import SrxError
 
     start = time.perf_counter()
     try:

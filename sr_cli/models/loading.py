@@ -8,8 +8,8 @@ from pathlib import Path
 
 from . import hub
 from .checkpoints import OneStepCheckpoint, read_model_dir, read_model_json, write_model_dir
-from .errors import CheckpointFormatError, ManifestError, UnknownModelError
-from .families import family_of
+from ..errors import CheckpointFormatError, ManifestError, UnknownModelError
+from ..families import family_of
 from .registry import BaseModel, ModelSpec, WeightsSource, get_spec, is_model_dir, spec_from_dict
 
 
@@ -46,7 +46,7 @@ def load_checkpoint(spec: ModelSpec, download: bool = True) -> OneStepCheckpoint
         return OneStepCheckpoint()
     if spec.weights.path and is_model_dir(spec.weights.path):
         return read_model_dir(spec.weights.path)[1]
-    from .fsio import lock_path_for, locked
+    from ..io.fsio import lock_path_for, locked
 
     cached, convert, sources = _conversion(spec, download)
     with locked(lock_path_for(cached), best_effort=True):  # parallel runs convert once; the others wait and read
@@ -130,8 +130,8 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
         prompt_extractor: OSEDiff's tagger, ``dape`` (its default: RAM + DAPE tag each input, the tags open the
             prompt; a missing file is an error naming what to get) or ``none`` (no tags). Other models: ignored.
     """
-    from .engine.devices import resolve_device, resolve_dtype
-    from .engine.pipeline import SRModel
+    from ..engine.devices import resolve_device, resolve_dtype
+    from ..engine.pipeline import SRModel
 
     quiet_libraries()
     spec = resolve_spec(model, base, weights)

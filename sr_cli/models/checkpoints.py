@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointFormatError, ManifestError
+from ..errors import CheckpointFormatError, ManifestError
 
 MODEL_JSON = "srx_model.json"
 MODEL_WEIGHTS = "weights.safetensors"
@@ -159,7 +159,7 @@ def read_published(path: str | Path, fmt: str, expected: str | None = None) -> O
     The family that owns ``fmt`` converts it (``sr_cli/families/``). ``expected``: the published file's name
     (e.g. ``osediff.pkl``), for messages about files that are not it.
     """
-    from .families import FAMILIES, detect_format, format_owner
+    from ..families import FAMILIES, detect_format, format_owner
 
     path = Path(path)
     family = format_owner(fmt)
@@ -180,7 +180,7 @@ def write_model_dir(directory: str | Path, spec_dict: dict[str, Any], ckpt: OneS
     directory as a model, last)."""
     from safetensors.torch import save_file
 
-    from .fsio import atomic_write, write_text
+    from ..io.fsio import atomic_write, write_text
 
     directory = Path(directory)
     doc = dict(spec_dict)
@@ -224,7 +224,7 @@ def _json_kind(value: Any) -> str:
 # ----------------------------------------------------------------------------- checksums of a model directory
 def record_checksums(directory: str | Path) -> None:
     """Write the size and sha256 of the directory's weights file beside it (checked by ``check_model_files``)."""
-    from .fsio import write_text
+    from ..io.fsio import write_text
     from .hub import sha256_file
 
     weights = Path(directory) / MODEL_WEIGHTS

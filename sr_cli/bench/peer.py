@@ -20,7 +20,7 @@ def reference_style(net, lr: torch.Tensor, tile: int, overlap: int, device, dtyp
     """How the published reference code runs a one-step SD model: PIL-bicubic x4, then tile by tile at
     batch 1 with the LoRA adapters unmerged, each tile encoded, denoised and decoded, blended with
     Gaussian weights (written plainly with diffusers modules; no srx engine code)."""
-    from .engine.resize import pil_resize
+    from ..engine.resize import pil_resize
 
     h, w = lr.shape[-2] * 4, lr.shape[-1] * 4
     x = pil_resize(lr, h, w) * 2 - 1
@@ -48,7 +48,7 @@ def reference_style(net, lr: torch.Tensor, tile: int, overlap: int, device, dtyp
 
 
 def peer_comparison(args, model, report: dict) -> dict:
-    from .bench_models import RANDOM_CONFIGS, random_sd, synthetic_image
+    from .models import RANDOM_CONFIGS, random_sd, synthetic_image
 
     if args.model not in RANDOM_CONFIGS:
         return {"skipped": "the peer loop is written for the SD family with random weights (sd21, tiny-sd)"}

@@ -27,9 +27,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ManifestError, UnknownModelError
-from .families import FAMILIES as FAMILY_OBJECTS
-from .families import SAMPLERS  # the samplers' one definition (also checked by Defaults below)
+from ..errors import ManifestError, UnknownModelError
+from ..families import FAMILIES as FAMILY_OBJECTS
+from ..families import SAMPLERS  # the samplers' one definition (also checked by Defaults below)
 
 FAMILIES = tuple(FAMILY_OBJECTS)  # the manifest's family names (sr_cli/families/, one module each)
 COLOR_FIXES = ("adain", "wavelet", "none")

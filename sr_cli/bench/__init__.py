@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .bench_models import RANDOM_CONFIGS, random_sd, synthetic_image  # noqa: F401 (random_sd: tests use it)
-from .bench_peer import peer_comparison, reference_style  # noqa: F401 (reference_style: tests use it)
-from .bench_report import print_report
-from .errors import SrxError
-from .fsio import write_text
+from .models import RANDOM_CONFIGS, random_sd, synthetic_image  # noqa: F401 (random_sd: tests use it)
+from .peer import peer_comparison, reference_style  # noqa: F401 (reference_style: tests use it)
+from .report import print_report
+from ..errors import SrxError
+from ..io.fsio import write_text
 
 # Dense fp16/bf16 tensor-core peaks (TFLOP/s, vendor datasheets) for the achieved fraction of peak;
 # matched against torch.cuda.get_device_name in this order. --peak-tflops gives any other device's.
@@ -46,16 +46,16 @@ PEAK_HALF_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("H8
 
 def load_bench_model(name: str, device: str, dtype: str, merge: bool = True, prompt_extractor: str | None = None):
     """An SRModel for ``name``: a random config (sd21, tiny-sd) or anything ``load_model`` accepts."""
-    from .engine.devices import resolve_device, resolve_dtype
-    from .engine.pipeline import SRModel
-    from .loading import load_model
-    from .registry import get_spec
+    from ..engine.devices import resolve_device, resolve_dtype
+    from ..engine.pipeline import SRModel
+    from ..models.loading import load_model
+    from ..models.registry import get_spec
 
     dev = resolve_device(device)
     if name == "resshift-v1":  # SinSR/ResShift architecture (118.6M Swin-UNet + 55.3M VQ-f4), random weights
-        from .engine.resshift import ResShiftSchedule, ResShiftSR
-        from .nets.swin_unet import SwinUNet
-        from .nets.vqgan import build_vq_model
+        from ..engine.resshift import ResShiftSchedule, ResShiftSR
+        from ..nets.swin_unet import SwinUNet
+        from ..nets.vqgan import build_vq_model
 
         torch.manual_seed(0)
         net = ResShiftSR(SwinUNet(), build_vq_model(), ResShiftSchedule()).eval().requires_grad_(False)
@@ -139,9 +139,9 @@ def photo_crop(image: Path, dest: Path, size: int) -> Path:
 
 def run_once(model, src: Path, dest: Path, options) -> dict:
     """One user-visible upscale (read -> engine -> write) with stage times."""
-    from .engine.color import apply_color_fix
-    from .engine.resize import output_size, upsample_input
-    from .imageio import encode_image, read_image, write_atomic
+    from ..engine.color import apply_color_fix
+    from ..engine.resize import output_size, upsample_input
+    from ..io.imageio import encode_image, read_image, write_atomic
 
     opts = options.resolved(model.spec)
     clock = StageClock(model.device)
@@ -197,7 +197,7 @@ def model_for(args):
 
 
 def bench(args, model=None) -> dict:
-    from .engine.pipeline import UpscaleOptions
+    from ..engine.pipeline import UpscaleOptions
 
     model = model or model_for(args)
     options = UpscaleOptions(tile=args.tile, overlap=args.overlap, tile_batch=args.tile_batch,
@@ -295,7 +295,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(message: str, code: int = 2):
-    from .cli.common import print_error
+    from ..cli.common import print_error
 
     print_error(message)
     raise SystemExit(code)
@@ -317,7 +317,7 @@ def _at_least(minimum: int):
 
 def check_arguments(args) -> None:
     """User errors found before anything is loaded or measured: one line each, exit 2."""
-    from .registry import is_model_dir, registry
+    from ..models.registry import is_model_dir, registry
 
     if args.model not in RANDOM_CONFIGS and args.model != "resshift-v1" and args.model not in registry() \
             and not is_model_dir(args.model):
@@ -383,19 +383,19 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(args)
     except SrxError as e:  # e.g. a model's weights are missing, a bad --color-fix or --tile
-        from .cli.common import user_message
+        from ..cli.common import user_message
 
         _fail(user_message(e), e.exit_code)
 
 
 def run(args) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from .hostmem import tune_host_allocator
+    from ..hostmem import tune_host_allocator
 
     tune_host_allocator()  # as the srx command does
     if args.channels_last != "auto":  # read by engine.devices.use_channels_last (and inherited by subprocesses)
         os.environ["SRX_CHANNELS_LAST"] = "1" if args.channels_last == "on" else "0"
-    from .loading import quiet_libraries
+    from ..models.loading import quiet_libraries
 
     quiet_libraries()
     report = sweep_tile_batch(args) if args.sweep_tile_batch else bench(args)
@@ -410,7 +410,3 @@ def run(args) -> None:
         print(json.dumps(report))
     else:
         print_report(report)
-
-
-if __name__ == "__main__":
-    main()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoints import OneStepCheckpoint, safe_torch_load
-from .errors import CheckpointFormatError
+from ..errors import CheckpointFormatError
 
 FORMAT = "resshift-pth"
 
@@ -162,8 +162,8 @@ def check_autoencoder(path: Path, expected: str | None = None) -> dict[str, Any]
 
 def read_resshift(denoiser: str | Path, autoencoder: str | Path, schedule: dict[str, Any] | None = None) -> OneStepCheckpoint:
     """Read a published denoiser + VQ autoencoder pair into one checkpoint (``unet.``/``vq.`` tensors)."""
-    from .nets.swin_unet import strip_official_state_dict
-    from .nets.vqgan import convert_ldm_vq_state_dict
+    from ..nets.swin_unet import strip_official_state_dict
+    from ..nets.vqgan import convert_ldm_vq_state_dict
 
     denoiser, autoencoder = Path(denoiser), Path(autoencoder)
     unet_state = unwrap_state_dict(safe_torch_load(denoiser), denoiser)

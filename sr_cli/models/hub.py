@@ -17,8 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import SrxError, WeightsIntegrityError, WeightsMissingError
-from .fsio import atomic_write, lock_path_for, locked
+from ..errors import SrxError, WeightsIntegrityError, WeightsMissingError
+from ..io.fsio import atomic_write, lock_path_for, locked
 from .registry import BaseModel, ModelSpec, WeightsSource
 
 # Only what the engine loads: fp32 safetensors and configs (SD repos also hold .bin, fp16, ckpt files).

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import SrxError
+from ..errors import SrxError
 from .exif import tiff_with_exif
 from .fsio import DestinationExists, atomic_write, stale_files
 from .png_encoder import encode_png
