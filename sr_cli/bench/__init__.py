@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..errors import SrxError
+from ..io.fsio import write_text
 from .models import RANDOM_CONFIGS, random_sd, synthetic_image  # noqa: F401 (random_sd: tests use it)
 from .peer import peer_comparison, reference_style  # noqa: F401 (reference_style: tests use it)
 from .report import print_report
-from ..errors import SrxError
-from ..io.fsio import write_text
 
 # Dense fp16/bf16 tensor-core peaks (TFLOP/s, vendor datasheets) for the achieved fraction of peak;
 # matched against torch.cuda.get_device_name in this order. --peak-tflops gives any other device's.

@@ -37,8 +37,8 @@ def random_sd(config: str, merge: bool = True, seed: int = 0):
     """A one-step SD model of the given size with random weights and OSEDiff's LoRA adapters (rank 4)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    from ..models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec
     from ..engine.sd_onestep import OneStepSD
+    from ..models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec
     from ..models.lora import attach_adapters, merge_adapters, osediff_unet_targets, osediff_vae_targets
 
     unet_cfg, vae_cfg = RANDOM_CONFIGS[config]

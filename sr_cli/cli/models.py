@@ -92,8 +92,8 @@ def print_fields(rows: list[tuple[str, str]]) -> None:
 @report_errors
 def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     """Everything the registry knows about a model: paper, licenses, sources, defaults, cache paths."""
-    from ..models import hub
     from ..families import family_of
+    from ..models import hub
     from ..models.registry import get_spec
 
     spec = get_spec(name)
@@ -184,10 +184,10 @@ def verify(name: Annotated[str, typer.Argument(help="Model name, or a saved mode
 
 
 def _verify(name: str) -> None:
-    from ..models import hub
-    from ..models.checkpoints import check_model_files, read_model_dir
     from ..errors import SrxError, WeightsIntegrityError
     from ..families import family_of
+    from ..models import hub
+    from ..models.checkpoints import check_model_files, read_model_dir
     from ..models.loading import converted_copy, load_checkpoint
     from ..models.registry import get_spec, is_model_dir, registry
 
@@ -238,9 +238,9 @@ def import_(
         "--autoencoder", help="FILE is the model's autoencoder (ResShift family: autoencoder_vq_f4.pth).")] = False,
 ) -> None:
     """Import a hand-downloaded weights file (e.g. Hero-SR's Google Drive file) into the cache."""
-    from ..models import hub
     from ..errors import UsageError
     from ..families import family_of
+    from ..models import hub
     from ..models.registry import get_spec
 
     spec = get_spec(name)

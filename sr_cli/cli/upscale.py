@@ -119,8 +119,8 @@ def _output_target(output: str | None) -> tuple[Path | None, bool]:
 
 def _plan(inputs, output, fmt, suffix, recursive, overwrite):
     """Discover and plan; usage errors (nothing to do, an output that cannot be what -o says) raise UsageError."""
-    from ..io.batch import discover, plan_outputs
     from ..errors import UsageError
+    from ..io.batch import discover, plan_outputs
     from ..io.imageio import FORMAT_BY_NAME
 
     jobs = discover(inputs, recursive, suffix)
@@ -199,8 +199,8 @@ def upscale(
         previous_term = None
     try:
         with _interrupt_held():  # torch and the engine: a half-done import would crash the rest of the run
-            from ..io.batch import run_jobs  # imports torch
             from ..errors import SrxError
+            from ..io.batch import run_jobs  # imports torch
             from ..models.loading import load_model
 
         try:
@@ -299,8 +299,8 @@ def convert_one(sr, job, options, quality: int, max_pixels: int, overwrite: bool
     """Read, super-resolve (color through the model, alpha resized smoothly), encode, write atomically."""
     from PIL import Image
 
-    from ..io.batch import check_output_format, output_format
     from ..engine.resize import pil_resize
+    from ..io.batch import check_output_format, output_format
     from ..io.imageio import encode_image, read_image, write_atomic
 
     image = read_image(job.source, max_pixels)

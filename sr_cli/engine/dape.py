@@ -28,8 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..models.checkpoints import safe_torch_load
 from ..errors import CheckpointFormatError
+from ..models.checkpoints import safe_torch_load
 from ..nets.ram import RAM
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -293,8 +293,8 @@ def _how_to_get(spec, which: str) -> str:
 
 def tagger_files(spec, download: bool = True, requested: str | None = None) -> tuple[Path, Path]:
     """RAM's and DAPE's files for ``spec``, verified; a missing one is ONE error naming what to get."""
-    from ..models import hub
     from ..errors import WeightsMissingError
+    from ..models import hub
 
     found, missing = {}, []
     for which in ("ram", "dape"):
@@ -316,8 +316,8 @@ def _missing_message(spec, missing: list[str], requested: str | None) -> str:
 
 def require_tagger_files(spec, requested: str | None = None) -> None:
     """A usage error up front (before any work) when a tagger file is neither on disk nor downloadable now."""
-    from ..models import hub
     from ..errors import WeightsMissingError
+    from ..models import hub
 
     def present(which: str) -> bool:
         part = tagger_file_spec(spec, which)

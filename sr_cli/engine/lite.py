@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.checkpoints import OneStepCheckpoint
 from ..errors import CheckpointFormatError
+from ..models.checkpoints import OneStepCheckpoint
 from ..nets.lite import LiteUNet
 from .tensors import move_module, pad_to_multiple
 

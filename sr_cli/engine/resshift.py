@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.checkpoints import OneStepCheckpoint
 from ..errors import CheckpointFormatError
+from ..models.checkpoints import OneStepCheckpoint
+from ..models.registry import SAMPLERS
 from ..nets.swin_unet import SwinUNet, SwinUNetConfig
 from ..nets.vqgan import VQ_F4_CONFIG, build_vq_model
-from ..models.registry import SAMPLERS
 from .tensors import move_module, pad_to_multiple
 
 

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.checkpoints import OneStepCheckpoint
 from ..errors import CheckpointFormatError
+from ..models.checkpoints import OneStepCheckpoint
 from ..models.lora import attach_adapters, load_component_state, merge_adapters
 from ..nets.dtsm import DynamicTimestepModule
 from .devices import exact_dtype, vae_dtype_for

@@ -30,8 +30,8 @@ from ..engine.pipeline import UpscaleOptions, tensor_to_pil
 from ..engine.resize import output_size, pil_resize, to_unit_float
 from ..errors import SrxError, UsageError
 from ..io.fsio import claimed
-from ..io.imageio import encode_image, read_image, write_atomic
 from ..io.imagefiles import image_extensions
+from ..io.imageio import encode_image, read_image, write_atomic
 from .datasets import EvalSet, Sample
 from .metrics import MetricFailed, MetricSuite
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, OneStepCheckpoint
 from ..errors import CheckpointFormatError, UnknownModelError
+from ..models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, OneStepCheckpoint
 from .base import ModelFamily, TilePlan, output_space_plan
 
 
@@ -105,8 +105,8 @@ class SDOneStepFamily(ModelFamily):
         return None
 
     def build(self, spec, ckpt, *, download: bool, merge_lora: bool):
-        from ..models import hub
         from ..engine.sd_onestep import OneStepSD
+        from ..models import hub
 
         if spec.base is None:
             raise UnknownModelError(f"model {spec.name!r} names no base model; pass --base")

@@ -32,6 +32,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import SrxError
+from ..limits import DEFAULT_MAX_PIXELS
 from .exif import EXIF_DAMAGED, Exif, exif_from_bytes, exif_of_image
 from .fsio import TEMP_SUFFIX  # noqa: F401 (re-exported: the batch planner skips srx's temporary files)
 from .image_encode import (  # noqa: F401 (re-exported: callers import encoding and writing from here)
@@ -47,7 +48,6 @@ from .image_encode import (  # noqa: F401 (re-exported: callers import encoding 
     to_gray,
     write_atomic,
 )
-from ..limits import DEFAULT_MAX_PIXELS
 from .png_encoder import PNG_SIGNATURE
 
 

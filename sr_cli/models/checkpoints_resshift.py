@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import OneStepCheckpoint, safe_torch_load
 from ..errors import CheckpointFormatError
+from .checkpoints import OneStepCheckpoint, safe_torch_load
 
 FORMAT = "resshift-pth"
 

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from . import hub
-from .checkpoints import OneStepCheckpoint, read_model_dir, read_model_json, write_model_dir
 from ..errors import CheckpointFormatError, ManifestError, UnknownModelError
 from ..families import family_of
+from . import hub
+from .checkpoints import OneStepCheckpoint, read_model_dir, read_model_json, write_model_dir
 from .registry import BaseModel, ModelSpec, WeightsSource, get_spec, is_model_dir, spec_from_dict
 
 

@@ -6,8 +6,8 @@ import warnings
 
 from torch import nn
 
-from .checkpoints import AdapterSpec
 from ..errors import CheckpointFormatError
+from .checkpoints import AdapterSpec
 
 
 def lora_config(adapter: AdapterSpec, init: str | bool = "gaussian"):

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from ..models.checkpoints import safe_torch_load, write_model_dir
 from ..errors import UsageError
 from ..io.fsio import atomic_write, write_text
+from ..models.checkpoints import safe_torch_load, write_model_dir
 from .config import TrainConfig
 from .data import CropDataset, StepBatchSampler, step_generator
 from .methods import TrainMethod, build_method

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...models.checkpoints import safe_torch_load
 from ...errors import UsageError
+from ...models.checkpoints import safe_torch_load
 from ..config import TrainConfig
 from .resshift_student import ResShiftStudentMethod
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, OneStepCheckpoint
 from ...engine.sd_onestep import OneStepSD
+from ...models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, OneStepCheckpoint
 from ...models.lora import attach_adapters, osediff_unet_targets, osediff_vae_targets
-from ...nets.dtsm import DynamicTimestepModule
 from ...models.registry import BaseModel, ModelSpec, get_spec
+from ...nets.dtsm import DynamicTimestepModule
 from ..config import TrainConfig
 from .base import TrainMethod
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...models.checkpoints import AdapterSpec
 from ...engine.sd_onestep import x0_from_eps
+from ...models.checkpoints import AdapterSpec
 from ...models.lora import attach_adapters
 from ..config import TrainConfig
 from ..perceptual import lpips_loss, make_lpips

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...models.checkpoints import OneStepCheckpoint
 from ...engine.resshift import ResShiftSR
 from ...errors import UsageError
+from ...models.checkpoints import OneStepCheckpoint
 from ...models.registry import ModelSpec
 from ..config import TrainConfig
 from .base import TrainMethod
