@@ -5,14 +5,31 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pytest
+
 from sr_cli.models import hub
 
 
-def test_large_file_digest_is_remembered_across_processes_and_follows_changes(tmp_path, monkeypatch):
+@pytest.fixture()
+def big_file(tmp_path, monkeypatch):
+    """A "large" weights file (the threshold lowered to 1 KiB) in a private srx cache."""
     monkeypatch.setenv("SRX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(hub, "REMEMBER_DIGESTS_FROM", 1024)
+    monkeypatch.setattr(hub, "_DIGESTS", {})
     weights = tmp_path / "big.pth"
     weights.write_bytes(os.urandom(4096))
+    return weights
+
+
+def forge_remembered_digest(truth: str, forged: str) -> None:
+    """Tamper with the memory on disk (as a stale or forged record would) and forget the process's copy."""
+    hub._DIGESTS.clear()
+    path = hub.cache_root() / hub.DIGESTS_FILE
+    path.write_text(path.read_text().replace(truth, forged))
+
+
+def test_large_file_digest_is_remembered_across_processes_and_follows_changes(big_file, monkeypatch):
+    weights = big_file
     truth = hashlib.sha256(weights.read_bytes()).hexdigest()
 
     assert hub.sha256_file(weights) == truth
@@ -39,16 +56,10 @@ def test_large_file_digest_is_remembered_across_processes_and_follows_changes(tm
     assert reads
 
 
-def test_fresh_hash_ignores_a_remembered_digest(tmp_path, monkeypatch):
-    monkeypatch.setenv("SRX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(hub, "REMEMBER_DIGESTS_FROM", 1024)
-    weights = tmp_path / "big.pth"
-    weights.write_bytes(os.urandom(4096))
+def test_fresh_hash_ignores_a_remembered_digest(big_file):
+    weights = big_file
     truth = hub.sha256_file(weights)
-    # Tamper with the memory (as a stale or forged record would): a fresh hash does not believe it.
-    hub._DIGESTS.clear()
-    path = hub.cache_root() / hub.DIGESTS_FILE
-    path.write_text(path.read_text().replace(truth, "0" * 64))
+    forge_remembered_digest(truth, "0" * 64)
     assert hub.sha256_file(weights) == "0" * 64
     assert hub.sha256_file(weights, fresh=True) == truth
 
@@ -61,15 +72,10 @@ def test_small_files_are_not_remembered(tmp_path, monkeypatch):
     assert not (hub.cache_root() / hub.DIGESTS_FILE).exists()
 
 
-def test_reading_every_file_ignores_and_repairs_a_remembered_digest(tmp_path, monkeypatch):
-    monkeypatch.setenv("SRX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(hub, "REMEMBER_DIGESTS_FROM", 1024)
-    weights = tmp_path / "big.pth"
-    weights.write_bytes(os.urandom(4096))
+def test_reading_every_file_ignores_and_repairs_a_remembered_digest(big_file):
+    weights = big_file
     truth = hub.sha256_file(weights)
-    hub._DIGESTS.clear()
-    path = hub.cache_root() / hub.DIGESTS_FILE
-    path.write_text(path.read_text().replace(truth, "f" * 64))
+    forge_remembered_digest(truth, "f" * 64)
     with hub.reading_every_file():
         assert hub.sha256_file(weights) == truth
     assert hub._trust_remembered  # only inside the block
