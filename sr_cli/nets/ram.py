@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .swin_unet import relative_position_index  # Swin's relative-bias index, the same in RAM and ResShift
+
 # RAM projects image tokens and tag embeddings to this width (hard-coded in the authors' code).
 RAM_EMBED_WIDTH = 512
 
@@ -36,15 +38,6 @@ def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.
     b = int(windows.shape[0] / (h * w / window / window))
     x = windows.view(b, h // window, w // window, window, window, -1)
     return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, w, -1)
-
-
-def relative_position_index(window: int) -> torch.Tensor:
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
-    rel[:, :, 0] += window - 1
-    rel[:, :, 1] += window - 1
-    rel[:, :, 0] *= 2 * window - 1
-    return rel.sum(-1)
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
