@@ -17,8 +17,9 @@ from PIL import Image
 
 from sr_cli.engine.dape import DapeTagger, is_dape_file, read_ram
 from sr_cli.errors import CheckpointFormatError
+from helpers.paths import FIXTURES_DIR
 
-FIXTURES = Path(__file__).parent / "fixtures" / "dape"
+FIXTURES = FIXTURES_DIR / "dape"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
 
 

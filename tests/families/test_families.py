@@ -17,8 +17,9 @@ from sr_cli.errors import OptionError
 from sr_cli.families import FAMILIES, ModelFamily, detect_format, family_of, format_owner
 from sr_cli.models.registry import BaseModel, get_spec
 from helpers.tiny import make_resshift_files, make_tiny_swin_unet, make_tiny_vq
+from helpers.paths import PACKAGE_DIR
 
-PACKAGE = Path(__file__).resolve().parents[1] / "sr_cli"
+PACKAGE = PACKAGE_DIR
 CPU = torch.device("cpu")
 
 

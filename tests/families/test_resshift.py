@@ -18,6 +18,7 @@ from sr_cli.engine.resshift import ResShiftSchedule, ResShiftSR
 from sr_cli.nets.swin_unet import official_state_dict, shifted_window_mask
 from sr_cli.nets.vqgan import convert_ldm_vq_state_dict
 from helpers.tiny import TINY_VQ_CONFIG, make_resshift_files, make_tiny_swin_unet, make_tiny_vq, vq_state_to_ldm
+from helpers.paths import FIXTURES_DIR
 
 runner = CliRunner()
 
@@ -307,7 +308,7 @@ def test_sinsr_one_step_equals_the_authors_code_end_to_end(sinsr_cached, tmp_pat
     from sr_cli import load_model
     from sr_cli.engine.pipeline import UpscaleOptions, pil_to_uint8
 
-    fixtures = Path(__file__).parent / "fixtures" / "authors_parity"
+    fixtures = FIXTURES_DIR / "authors_parity"
     meta = json.loads((fixtures / "resshift_meta.json").read_text())
     spec = importlib.util.spec_from_file_location("make_sd_fixtures", fixtures / "make_sd_fixtures.py")
     gen = importlib.util.module_from_spec(spec)

@@ -14,6 +14,7 @@ from sr_cli.nets.lite import LiteUNet
 from sr_cli.train.config import resolve_config
 from sr_cli.train.loop import export_model, make_optimizers
 from sr_cli.train.methods import build_method
+from helpers.paths import PACKAGE_DIR
 
 runner = CliRunner()
 
@@ -87,7 +88,7 @@ def test_train_cli_lite_end_to_end(tmp_path):
     assert r.exit_code == 0, r.output
 
 
-EMBEDDED = Path(__file__).parent.parent / "sr_cli" / "weights" / "lite" / "weights.safetensors"
+EMBEDDED = PACKAGE_DIR / "weights" / "lite" / "weights.safetensors"
 
 
 @pytest.mark.skipif(not EMBEDDED.exists(), reason="embedded lite weights not built yet")

@@ -16,8 +16,9 @@ from helpers.tiny import TINY_REPO
 from typer.testing import CliRunner
 
 from sr_cli.cli import app
+from helpers.paths import FIXTURES_DIR
 
-FIXTURES = Path(__file__).parent / "fixtures" / "authors_parity"
+FIXTURES = FIXTURES_DIR / "authors_parity"
 META = json.loads((FIXTURES / "meta.json").read_text())
 runner = CliRunner()
 

@@ -18,6 +18,7 @@ from sr_cli.train.methods.vpd_sr import haar_high_bands
 from sr_cli.train.loop import make_optimizers
 from sr_cli.train.methods import build_method
 from helpers.tiny import make_hq_folder, make_resshift_files, make_tiny_clip, make_tiny_swin_unet
+from helpers.paths import REPO_ROOT
 
 runner = CliRunner()
 
@@ -238,7 +239,7 @@ def test_distill_recipes_match_the_papers():
 
     from sr_cli.train.config import load_recipe
 
-    root = Path(__file__).parent.parent / "configs"
+    root = REPO_ROOT / "configs"
     s = resolve_config(None, load_recipe(root / "sinsr.yaml"), data=["x"])
     assert (s.method, s.teacher, s.lr, s.resolution) == ("sinsr", "resshift", 5e-5, 256)
     assert s.loss_weights == {"distill": 1.0, "inverse": 1.0, "consistency": 1.0}

@@ -15,9 +15,10 @@ from sr_cli.models import hub
 from sr_cli.cli import app
 from sr_cli.errors import WeightsIntegrityError, WeightsMissingError
 from sr_cli.models.registry import get_spec, registry
+from helpers.paths import PACKAGE_DIR
 
 runner = CliRunner()
-LITE_DIR = Path(__file__).parent.parent / "sr_cli" / "weights" / "lite"
+LITE_DIR = PACKAGE_DIR / "weights" / "lite"
 
 
 def _image(path: Path) -> Path:

@@ -18,6 +18,7 @@ from sr_cli.train.config import TrainConfig, resolve_config
 from sr_cli.train.data import CropDataset, StepBatchSampler
 from sr_cli.train.loop import make_optimizers
 from sr_cli.train.methods import build_method
+from helpers.paths import REPO_ROOT
 
 pytest.importorskip("pyiqa", reason="training losses need the pyiqa extra")
 runner = CliRunner()
@@ -225,7 +226,7 @@ def test_paired_folder_and_sampler_shards(tmp_path):
 def test_recipes_match_paper_defaults():
     from sr_cli.train.config import load_recipe
 
-    root = Path(__file__).parent.parent / "configs"
+    root = REPO_ROOT / "configs"
     o = resolve_config(None, load_recipe(root / "osediff.yaml"), data=["x"])
     assert (o.method, o.lora_rank, o.lr, o.cfg) == ("osediff", 4, 5e-5, 7.5)
     assert o.loss_weights == {"mse": 1.0, "lpips": 2.0, "vsd": 1.0}

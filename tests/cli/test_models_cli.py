@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 from sr_cli.models import hub
 from sr_cli.cli import app
 from sr_cli.models.registry import get_spec
+from helpers.paths import PACKAGE_DIR
 
 runner = CliRunner()
 MODEL_CHECKSUMS = "srx_checksums.json"  # written beside weights.safetensors
-LITE_DIR = Path(__file__).parent.parent / "sr_cli" / "weights" / "lite"
+LITE_DIR = PACKAGE_DIR / "weights" / "lite"
 
 
 def _image(path: Path) -> Path:
