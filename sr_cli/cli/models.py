@@ -188,7 +188,7 @@ def _verify(name: str) -> None:
     from ..families import family_of
     from ..models import hub
     from ..models.checkpoints import check_model_files, read_model_dir
-    from ..models.loading import converted_copy, load_checkpoint
+    from ..models.loading import converted_copy, load_converted_checkpoint
     from ..models.registry import get_spec, is_model_dir, registry
 
     if is_model_dir(name) and name not in registry():
@@ -202,7 +202,7 @@ def _verify(name: str) -> None:
         return
     if spec.weights.kind == "embedded":
         check_model_files(spec.weights.path, full=True)
-        load_checkpoint(spec, download=False)
+        load_converted_checkpoint(spec, download=False)
         print_line(f"{name}: embedded model OK ({spec.weights.path})")
         return
     converted = converted_copy(spec)  # resolves (and hashes) the published files: raises if missing or altered

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-COLOR_FIXES = ("adain", "wavelet", "none")
+from ..models.spec import COLOR_FIXES
 
 
 def _mean_std(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointFormatError
-from ..models.checkpoints import OneStepCheckpoint
+from ..models.checkpoints import ConvertedCheckpoint
 from ..nets.lite import LiteUNet
 from .tensors import move_module, pad_to_multiple
 
@@ -22,7 +22,7 @@ class OneStepLite(nn.Module):
         self.unet = unet
 
     @classmethod
-    def from_checkpoint(cls, ckpt: OneStepCheckpoint) -> "OneStepLite":
+    def from_checkpoint(cls, ckpt: ConvertedCheckpoint) -> "OneStepLite":
         if ckpt.net is None:
             raise CheckpointFormatError("lite checkpoint without its network config")
         unet = LiteUNet(**ckpt.net)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..errors import NumericalError, OptionError, UsageError
 from ..families import family_of
-from ..models.registry import COLOR_FIXES, SAMPLERS, ModelSpec
+from ..models.spec import COLOR_FIXES, SAMPLERS, ModelSpec
 from .color import apply_color_fix
 from .dape import DapeTagger, prompt_extractor_for
 from .resize import output_size, pil_resize

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointFormatError
-from ..models.checkpoints import OneStepCheckpoint
-from ..models.registry import SAMPLERS
+from ..models.checkpoints import ConvertedCheckpoint
+from ..models.spec import SAMPLERS
 from ..nets.swin_unet import SwinUNet, SwinUNetConfig
 from ..nets.vqgan import VQ_F4_CONFIG, build_vq_model
 from .tensors import move_module, pad_to_multiple
@@ -108,7 +108,7 @@ class ResShiftSR(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_checkpoint(cls, ckpt: OneStepCheckpoint) -> "ResShiftSR":
+    def from_checkpoint(cls, ckpt: ConvertedCheckpoint) -> "ResShiftSR":
         if ckpt.net is None:
             raise CheckpointFormatError("resshift checkpoint without its network config")
         unet = SwinUNet(SwinUNetConfig.from_dict(ckpt.net.get("unet", {})))

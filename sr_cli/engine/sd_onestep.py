@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointFormatError
-from ..models.checkpoints import OneStepCheckpoint
+from ..models.checkpoints import ConvertedCheckpoint
 from ..models.lora import attach_adapters, load_component_state, merge_adapters
 from ..nets.dtsm import DynamicTimestepModule
 from .devices import exact_dtype, vae_dtype_for
@@ -45,7 +45,7 @@ class OneStepSD(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, base_dir: str | Path, ckpt: OneStepCheckpoint | None = None, merge_lora: bool = True,
+    def from_pretrained(cls, base_dir: str | Path, ckpt: ConvertedCheckpoint | None = None, merge_lora: bool = True,
                         needs_text_encoder: bool = True) -> "OneStepSD":
         """Load the base model (diffusers layout) and apply a one-step checkpoint to it, on the CPU in fp32."""
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -61,7 +61,7 @@ class OneStepSD(nn.Module):
 
             tokenizer = AutoTokenizer.from_pretrained(base_dir, subfolder="tokenizer")
             text_encoder = CLIPTextModel.from_pretrained(base_dir, subfolder="text_encoder")
-        ckpt = ckpt or OneStepCheckpoint()
+        ckpt = ckpt or ConvertedCheckpoint()
         attach_adapters(unet, ckpt.unet_adapters)
         attach_adapters(vae, ckpt.vae_adapters)
         load_component_state(unet, ckpt.component_state("unet"), "unet")

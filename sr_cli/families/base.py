@@ -7,7 +7,7 @@ a family's name: loading, upscaling, ``srx models``, the bench and training ask 
 What a family provides (override what differs from the defaults here):
 
 * ``name``, ``samplers`` (the ``sampler`` values it runs), ``formats`` (published single-file formats it reads,
-  ``{format: converter(obj, path) -> OneStepCheckpoint}``) and ``detect(obj)`` (which of them a loaded object is).
+  ``{format: converter(obj, path) -> ConvertedCheckpoint}``) and ``detect(obj)`` (which of them a loaded object is).
 * ``source_files(spec, download)``: the verified published files of a registry model; ``conversion_key(files)``
   names their converted copy in the cache; ``convert(spec, files)`` turns them into srx's saved-model layout.
 * ``check_import(spec, file)``: refuse a hand-downloaded file that is not in the model's format (``srx models
@@ -30,9 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import CheckpointFormatError, OptionError
-
-# Every sampler srx has: one step (all families), and the ResShift family's multi-step chains.
-SAMPLERS = ("one-step", "deterministic", "stochastic")
+from ..models.spec import SAMPLERS
 
 
 @dataclass
@@ -88,7 +86,7 @@ class ModelFamily:
         return hashlib.sha256("".join(hub.sha256_file(f) for f in files).encode()).hexdigest()
 
     def convert(self, spec, files: list[Path]):
-        """The published file(s) as an ``OneStepCheckpoint`` (read with ``checkpoints.safe_torch_load``)."""
+        """The published file(s) as a ``ConvertedCheckpoint`` (read with ``checkpoints.safe_torch_load``)."""
         from ..models.checkpoints import read_published
 
         return read_published(files[0], spec.format, spec.weights.filename)

@@ -37,9 +37,9 @@ class ResShiftFamily(ModelFamily):
         check_denoiser(file, spec.weights.filename)
 
     def verify(self, spec, converted: Path | None) -> str:
-        from ..models.loading import load_checkpoint
+        from ..models.loading import load_converted_checkpoint
 
-        load_checkpoint(spec, download=False)  # both files read (converted once)
+        load_converted_checkpoint(spec, download=False)  # both files read (converted once)
         return f"{spec.name}: weights, autoencoder{' and converted copy' if converted else ''} OK"
 
     def build(self, spec, ckpt, *, download: bool, merge_lora: bool):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import CheckpointFormatError, UnknownModelError
-from ..models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, OneStepCheckpoint
+from ..models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, ConvertedCheckpoint
 from .base import ModelFamily, TilePlan, output_space_plan
 
 
@@ -38,7 +38,7 @@ def prefixed_tensors(prefix: str, state: dict, path: Path) -> dict[str, Any]:
     return out
 
 
-def convert_osediff(ckpt: dict, path: Path) -> OneStepCheckpoint:
+def convert_osediff(ckpt: dict, path: Path) -> ConvertedCheckpoint:
     """OSEDiff ``osediff.pkl``: three UNet adapters (encoder/decoder/others), one VAE-encoder adapter.
 
     ``state_dict_unet`` also carries the fully trained ``conv_in`` (as ``conv_in.base_layer.*``,
@@ -55,10 +55,10 @@ def convert_osediff(ckpt: dict, path: Path) -> OneStepCheckpoint:
     ]
     vae_adapters = [AdapterSpec("default_encoder", r_vae, PEFT_DEFAULT_LORA_ALPHA, unique_names(ckpt["vae_lora_encoder_modules"]))]
     tensors = prefixed_tensors("unet", ckpt["state_dict_unet"], path) | prefixed_tensors("vae", ckpt["state_dict_vae"], path)
-    return OneStepCheckpoint(unet_adapters, vae_adapters, tensors, None, "osediff-pkl")
+    return ConvertedCheckpoint(unet_adapters, vae_adapters, tensors, None, "osediff-pkl")
 
 
-def convert_hero_sr(ckpt: dict, path: Path) -> OneStepCheckpoint:
+def convert_hero_sr(ckpt: dict, path: Path) -> ConvertedCheckpoint:
     """Hero-SR ``hero_sr_model.pkl``: UNet adapter ``default``, VAE adapter ``vae``, and the DTSM."""
     keys = ("rank_unet", "unet_lora_target_modules", "state_dict_unet", "rank_vae", "vae_lora_target_modules",
             "state_dict_vae", "state_dict_time_adaptive")
@@ -88,7 +88,7 @@ def convert_hero_sr(ckpt: dict, path: Path) -> OneStepCheckpoint:
         | prefixed_tensors("vae", ckpt["state_dict_vae"], path)
         | prefixed_tensors("dtsm", dtsm_state, path)
     )
-    return OneStepCheckpoint(unet_adapters, vae_adapters, tensors, dtsm, "hero-sr-pkl")
+    return ConvertedCheckpoint(unet_adapters, vae_adapters, tensors, dtsm, "hero-sr-pkl")
 
 
 class SDOneStepFamily(ModelFamily):

@@ -49,8 +49,10 @@ class AdapterSpec:
 
 
 @dataclass
-class OneStepCheckpoint:
-    """What a one-step SD checkpoint holds beyond the base model."""
+class ConvertedCheckpoint:
+    """A model's own weights in srx's layout, whatever the family: what a published checkpoint (or ``srx train``)
+    adds to the base model (SD family: peft adapters, trained tensors, Hero-SR's DTSM), or a whole network with its
+    settings (``net``: lite, the ResShift family)."""
 
     unet_adapters: list[AdapterSpec] = field(default_factory=list)
     vae_adapters: list[AdapterSpec] = field(default_factory=list)
@@ -71,6 +73,10 @@ class OneStepCheckpoint:
             "dtsm": self.dtsm,
             "net": self.net,
         }
+
+
+# Deprecated: the old name (it said "one-step SD" of a class that also holds the lite and ResShift networks).
+OneStepCheckpoint = ConvertedCheckpoint
 
 
 # What a downloaded "checkpoint" often really is: a browser answer saved under the expected name.
@@ -153,8 +159,8 @@ def safe_torch_load(path: str | Path, expected: str | None = None) -> Any:
         raise CheckpointFormatError(f"{path}: not a readable torch checkpoint ({_torch_reason(e)})") from None
 
 
-def read_published(path: str | Path, fmt: str, expected: str | None = None) -> OneStepCheckpoint:
-    """Read a published checkpoint of format ``fmt`` (safely) into an OneStepCheckpoint.
+def read_published(path: str | Path, fmt: str, expected: str | None = None) -> ConvertedCheckpoint:
+    """Read a published checkpoint of format ``fmt`` (safely) into a ConvertedCheckpoint.
 
     The family that owns ``fmt`` converts it (``sr_cli/families/``). ``expected``: the published file's name
     (e.g. ``osediff.pkl``), for messages about files that are not it.
@@ -175,7 +181,7 @@ def read_published(path: str | Path, fmt: str, expected: str | None = None) -> O
     return family.formats[fmt](ckpt, path)
 
 
-def write_model_dir(directory: str | Path, spec_dict: dict[str, Any], ckpt: OneStepCheckpoint) -> Path:
+def write_model_dir(directory: str | Path, spec_dict: dict[str, Any], ckpt: ConvertedCheckpoint) -> Path:
     """Write srx's saved-model layout atomically (temporary files renamed into place; the json, which marks the
     directory as a model, last)."""
     from safetensors.torch import save_file
@@ -263,7 +269,7 @@ def check_model_files(directory: str | Path, full: bool = False) -> None:
                                         f"beside it)")
 
 
-def read_model_dir(directory: str | Path) -> tuple[dict[str, Any], OneStepCheckpoint]:
+def read_model_dir(directory: str | Path) -> tuple[dict[str, Any], ConvertedCheckpoint]:
     """Read srx's saved-model layout: (the registry-style dict, the checkpoint)."""
     from safetensors.torch import load_file
 
@@ -277,7 +283,7 @@ def read_model_dir(directory: str | Path) -> tuple[dict[str, Any], OneStepCheckp
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointFormatError(f"{weights}: not a readable safetensors file ({e})") from None
     try:
-        ckpt = OneStepCheckpoint(
+        ckpt = ConvertedCheckpoint(
             unet_adapters=[AdapterSpec.from_dict(a) for a in cfg.get("unet_adapters") or []],
             vae_adapters=[AdapterSpec.from_dict(a) for a in cfg.get("vae_adapters") or []],
             tensors=tensors,

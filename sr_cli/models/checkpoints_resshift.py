@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointFormatError
-from .checkpoints import OneStepCheckpoint, safe_torch_load
+from .checkpoints import ConvertedCheckpoint, safe_torch_load
 
 FORMAT = "resshift-pth"
 
@@ -160,7 +160,7 @@ def check_autoencoder(path: Path, expected: str | None = None) -> dict[str, Any]
         raise CheckpointFormatError(f"{path}: not a VQGAN autoencoder (unexpected layout: {e})") from None
 
 
-def read_resshift(denoiser: str | Path, autoencoder: str | Path, schedule: dict[str, Any] | None = None) -> OneStepCheckpoint:
+def read_resshift(denoiser: str | Path, autoencoder: str | Path, schedule: dict[str, Any] | None = None) -> ConvertedCheckpoint:
     """Read a published denoiser + VQ autoencoder pair into one checkpoint (``unet.``/``vq.`` tensors)."""
     from ..nets.swin_unet import strip_official_state_dict
     from ..nets.vqgan import convert_ldm_vq_state_dict
@@ -179,4 +179,4 @@ def read_resshift(denoiser: str | Path, autoencoder: str | Path, schedule: dict[
     tensors = {f"unet.{k}": v for k, v in strip_official_state_dict(unet_state).items()}
     tensors |= {f"vq.{k}": v for k, v in vq_converted.items()}
     net = {"unet": unet_cfg, "vq": vq_cfg, "schedule": dict(schedule or {})}
-    return OneStepCheckpoint(tensors=tensors, source_format=FORMAT, net=net)
+    return ConvertedCheckpoint(tensors=tensors, source_format=FORMAT, net=net)

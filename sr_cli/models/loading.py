@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import CheckpointFormatError, ManifestError, UnknownModelError
-from ..families import family_of
 from . import hub
-from .checkpoints import OneStepCheckpoint, read_model_dir, read_model_json, write_model_dir
+from .checkpoints import ConvertedCheckpoint, read_model_dir, read_model_json, write_model_dir
 from .registry import BaseModel, ModelSpec, WeightsSource, get_spec, is_model_dir, spec_from_dict
 
 
@@ -40,10 +41,12 @@ def resolve_spec(model: str, base: str | None = None, weights: str | None = None
     return spec
 
 
-def load_checkpoint(spec: ModelSpec, download: bool = True) -> OneStepCheckpoint:
-    """The model's one-step weights: converted once to safetensors in the cache, then read from there."""
+def load_converted_checkpoint(spec: ModelSpec, download: bool = True) -> ConvertedCheckpoint:
+    """The model's own weights in srx's layout: converted once to safetensors in the cache, then read from there.
+
+    (Not ``train.loop``'s resumable training state, which has its own reader.)"""
     if spec.weights is None:
-        return OneStepCheckpoint()
+        return ConvertedCheckpoint()
     if spec.weights.path and is_model_dir(spec.weights.path):
         return read_model_dir(spec.weights.path)[1]
     from ..io.fsio import lock_path_for, locked
@@ -64,6 +67,10 @@ def load_checkpoint(spec: ModelSpec, download: bool = True) -> OneStepCheckpoint
     return ckpt
 
 
+# Deprecated: the old name, kept for callers not yet renamed.
+load_checkpoint = load_converted_checkpoint
+
+
 def converted_copy(spec: ModelSpec) -> Path | None:
     """The cached conversion of a registry model's weights, if there is one (nothing is downloaded)."""
     if spec.weights is None or spec.weights.kind == "embedded" or (spec.weights.path and is_model_dir(spec.weights.path)):
@@ -72,8 +79,10 @@ def converted_copy(spec: ModelSpec) -> Path | None:
     return cached if is_model_dir(cached) else None
 
 
-def _conversion(spec: ModelSpec, download: bool) -> tuple[Path, Callable[[], OneStepCheckpoint], list[Path]]:
+def _conversion(spec: ModelSpec, download: bool) -> tuple[Path, Callable[[], ConvertedCheckpoint], list[Path]]:
     """(the conversion's cache directory, a function that converts, the source files); sources are verified."""
+    from ..families import family_of  # the families build on the model store: imported when used
+
     family = family_of(spec)
     sources = family.source_files(spec, download)
     return hub.converted_dir(family.conversion_key(sources)), lambda: family.convert(spec, sources), sources
@@ -101,15 +110,65 @@ def _state_dict_problem(error: BaseException) -> str:
     return "; ".join(parts) or "its tensors do not match"
 
 
-def quiet_libraries() -> None:
-    """Silence diffusers/transformers progress bars and info logs (srx reports progress itself)."""
+def _quiet_diffusers() -> None:
     from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
 
     dlog.set_verbosity_error()
     dlog.disable_progress_bar()
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as tlog
+
     tlog.set_verbosity_error()
     tlog.disable_progress_bar()
+
+
+_QUIETERS: dict[str, Callable[[], None]] = {"diffusers": _quiet_diffusers, "transformers": _quiet_transformers}
+
+
+class _QuietOnImport(importlib.abc.MetaPathFinder):
+    """A ``sys.meta_path`` entry that quiets a library right after Python first imports it."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Callable[[], None]] = {}
+
+    def find_spec(self, fullname, path, target=None):
+        quiet = self.pending.get(fullname)
+        if quiet is None:
+            return None
+        spec = next((found for finder in sys.meta_path if finder is not self and hasattr(finder, "find_spec")
+                     and (found := finder.find_spec(fullname, path, target)) is not None), None)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run_module = spec.loader.exec_module
+
+        def exec_then_quiet(module) -> None:
+            run_module(module)
+            if self.pending.pop(fullname, None) is not None:  # once (a lookup alone imports nothing)
+                quiet()
+
+        spec.loader.exec_module = exec_then_quiet
+        return spec
+
+
+_QUIET_ON_IMPORT = _QuietOnImport()
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers/transformers progress bars and info logs (srx reports progress itself).
+
+    A library already imported is quieted now, one not imported yet when it is: importing diffusers takes seconds
+    that a command which never uses it (the lite model) should not pay.
+    """
+    for name, quiet in _QUIETERS.items():
+        if name in sys.modules:
+            _QUIET_ON_IMPORT.pending.pop(name, None)
+            quiet()
+        else:
+            _QUIET_ON_IMPORT.pending[name] = quiet
+            if _QUIET_ON_IMPORT not in sys.meta_path:
+                sys.meta_path.insert(0, _QUIET_ON_IMPORT)
 
 
 def load_model(model: str = "osediff", *, base: str | None = None, weights: str | None = None,
@@ -132,12 +191,13 @@ def load_model(model: str = "osediff", *, base: str | None = None, weights: str 
     """
     from ..engine.devices import resolve_device, resolve_dtype
     from ..engine.pipeline import SRModel
+    from ..families import family_of
 
     quiet_libraries()
     spec = resolve_spec(model, base, weights)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    ckpt = load_checkpoint(spec, download=download)
+    ckpt = load_converted_checkpoint(spec, download=download)
     family = family_of(spec)
     try:
         net = family.build(spec, ckpt, download=download, merge_lora=merge_lora)

@@ -16,133 +16,33 @@ One table per model::
     sha256 = "..."                   # optional pin; otherwise recorded on first download
     [osediff.defaults]               # scale, timestep ("dtsm" for Hero-SR), prompt policy, color fix, tiling
 
-The same keys (as JSON) describe a saved model directory (``srx_model.json``), see checkpoints.py.
+The same keys (as JSON) describe a saved model directory (``srx_model.json``), see checkpoints.py. The typed
+pieces (``ModelSpec``, ``Defaults``, ...) and the option values they are checked against live in ``spec.py``.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError, UnknownModelError
-from ..families import FAMILIES as FAMILY_OBJECTS
-from ..families import SAMPLERS  # the samplers' one definition (also checked by Defaults below)
+from .spec import BaseModel, Defaults, ModelSpec, WeightsSource, build_table
 
-FAMILIES = tuple(FAMILY_OBJECTS)  # the manifest's family names (sr_cli/families/, one module each)
-COLOR_FIXES = ("adain", "wavelet", "none")
-TEXT_CONDITIONS = ("prompt", "learned")
+__all__ = ["BaseModel", "Defaults", "ModelSpec", "WeightsSource", "build_table", "family_names", "get_spec",
+           "is_model_dir", "manifest_text", "parse_manifest", "registry", "spec_from_dict"]
 
 
-@dataclass(frozen=True)
-class BaseModel:
-    """A pretrained diffusion model: a Hub repo (+ revision) or a local directory (diffusers layout)."""
+def family_names() -> tuple[str, ...]:
+    """The manifest's family names: one module each in ``sr_cli/families/``.
 
-    repo: str | None = None
-    revision: str = "main"
-    path: str | None = None
+    Imported when called: the families build on the model store (its checkpoint formats), so the store cannot
+    import them when it loads."""
+    from ..families import FAMILIES
 
-    def describe(self) -> str:
-        return self.path if self.path else f"{self.repo}@{self.revision}"
-
-
-@dataclass(frozen=True)
-class WeightsSource:
-    """Where a model's own weights file comes from."""
-
-    filename: str
-    repo: str | None = None
-    revision: str = "main"
-    url: str | None = None
-    manual: bool = False
-    instructions: str = ""
-    sha256: str | None = None
-    path: str | None = None  # a local file (a --weights override or a model directory)
-    embedded: bool = False  # shipped inside the package (sr_cli/weights/<name>/, a model directory)
-    license: str = ""  # a file with a license of its own (OSEDiff's RAM/DAPE prompt extractor)
-
-    @property
-    def kind(self) -> str:
-        if self.embedded:
-            return "embedded"
-        if self.path:
-            return "local"
-        if self.repo:
-            return "hub"
-        if self.url:
-            return "url"
-        return "manual"
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """Per-model inference defaults; every one can be overridden on the command line."""
-
-    scale: float = 4.0
-    timestep: int | str = 999  # a fixed timestep, or "dtsm" (Hero-SR's per-image choice)
-    text_condition: str = "prompt"  # "prompt": CLIP-encoded text; "learned": a trained embedding (DFOSD)
-    prompt_template: str = "{prompt}"  # OSEDiff: "{tags}, {prompt}," (tags come from DAPE when available)
-    prompt: str = ""
-    color_fix: str = "adain"
-    tile: int = 512
-    overlap: int = 64
-    tile_batch: int = 1
-    sampler: str = "one-step"  # ResShift family: "deterministic" (SinSR's DDIM-like) or "stochastic" (ResShift's)
-
-    def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ManifestError(f"defaults.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        if self.scale < 1:
-            raise ManifestError(f"defaults.scale must be >= 1, got {self.scale}")
-        if isinstance(self.timestep, str) and self.timestep != "dtsm":
-            raise ManifestError(f"defaults.timestep must be an integer or 'dtsm', got {self.timestep!r}")
-        if self.text_condition not in TEXT_CONDITIONS:
-            raise ManifestError(f"defaults.text_condition must be one of {TEXT_CONDITIONS}")
-        if self.color_fix not in COLOR_FIXES:
-            raise ManifestError(f"defaults.color_fix must be one of {COLOR_FIXES}, got {self.color_fix!r}")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    family: str
-    format: str
-    base: BaseModel | None
-    weights: WeightsSource | None
-    defaults: Defaults = field(default_factory=Defaults)
-    autoencoder: WeightsSource | None = None  # ResShift family: the VQ-f4 autoencoder file
-    # OSEDiff's prompt extractor: RAM's weights and the DAPE fine-tuning loaded over them (engine/dape.py).
-    ram: WeightsSource | None = None
-    dape: WeightsSource | None = None
-    description: str = ""
-    paper: str = ""
-    license: str = ""
-    base_license: str = ""
-    # For the spec of a file several models share (the ResShift family's autoencoder, cached under a
-    # "shared-..." name): the model the user named, for messages. Set by srx, never by the manifest.
-    part_of: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The manifest keys (what srx_model.json holds): without srx's own ``part_of``."""
-        d = asdict(self)
-        d.pop("part_of")
-        return d
-
-
-def build_table(cls, table: Any, where: str):
-    """``cls(**table)`` for a manifest table: unknown keys and wrong arguments are ManifestErrors naming ``where``."""
-    if not isinstance(table, dict):
-        raise ManifestError(f"{where}: expected a table, got {type(table).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ManifestError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    try:
-        return cls(**table)
-    except TypeError as e:
-        raise ManifestError(f"{where}: {e}") from None
+    return tuple(FAMILIES)
 
 
 def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
@@ -154,12 +54,13 @@ def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
     for key in ("family", "format"):
         if key not in table:
             raise ManifestError(f"{where}: [{name}] is missing '{key}'")
-    if table["family"] not in FAMILIES:
-        raise ManifestError(f"{where}: [{name}] has unknown family {table['family']!r} (known: {', '.join(FAMILIES)})")
+    families = family_names()
+    if table["family"] not in families:
+        raise ManifestError(f"{where}: [{name}] has unknown family {table['family']!r} (known: {', '.join(families)})")
     base = table.pop("base", None)
     weights = table.pop("weights", None)
     autoencoder = table.pop("autoencoder", None)
-    tagger = {key: table.pop(key, None) for key in ("ram", "dape")}
+    tagger = {key: table.pop(key, None) for key in ("ram", "dape", "estimator")}  # auxiliary models' files
     defaults = table.pop("defaults", {})
     base_spec = build_table(BaseModel, base, f"{where}: [{name}.base]") if base is not None else None
     if base_spec is not None and not (base_spec.repo or base_spec.path):
@@ -174,7 +75,7 @@ def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
               for key, src in tagger.items()}
     spec_defaults = build_table(Defaults, defaults, f"{where}: [{name}.defaults]")
     known = {f.name for f in fields(ModelSpec)} - {"name", "base", "weights", "defaults", "autoencoder", "part_of",
-                                                   "ram", "dape"}
+                                                   "ram", "dape", "estimator"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ManifestError(f"{where}: [{name}] unknown key(s) {', '.join(unknown)}")

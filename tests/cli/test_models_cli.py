@@ -119,11 +119,11 @@ def test_embedded_lite_ships_its_checksums():
 
 
 def test_verify_checks_the_converted_copy_and_load_repairs_it(hf_home, osediff_pkl):
-    from sr_cli.models.loading import converted_copy, load_checkpoint
+    from sr_cli.models.loading import converted_copy, load_converted_checkpoint
 
     spec = get_spec("osediff")
     hub.import_weights(spec, osediff_pkl)
-    first = load_checkpoint(spec, download=False)  # converts into the cache
+    first = load_converted_checkpoint(spec, download=False)  # converts into the cache
     converted = converted_copy(spec)
     assert converted is not None and (converted / MODEL_CHECKSUMS).is_file()
     result = runner.invoke(app, ["models", "verify", "osediff"])
@@ -135,7 +135,7 @@ def test_verify_checks_the_converted_copy_and_load_repairs_it(hf_home, osediff_p
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"error: {weights}: damaged: ")
     assert f"delete {converted} and srx converts it again on next use" in result.stderr
-    again = load_checkpoint(spec, download=False)  # loading converts the verified download again
+    again = load_converted_checkpoint(spec, download=False)  # loading converts the verified download again
     assert sorted(again.tensors) == sorted(first.tensors)
     assert all((again.tensors[k] == first.tensors[k]).all() for k in first.tensors)
     assert runner.invoke(app, ["models", "verify", "osediff"]).exit_code == 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sr_cli.models import registry
-from sr_cli.models.checkpoints import OneStepCheckpoint, read_model_dir, safe_torch_load, write_model_dir
+from sr_cli.models.checkpoints import ConvertedCheckpoint, read_model_dir, safe_torch_load, write_model_dir
 from sr_cli.engine.pipeline import SRModel, UpscaleOptions
 from sr_cli.errors import OptionError
 from sr_cli.families import FAMILIES, ModelFamily, detect_format, family_of, format_owner
@@ -24,7 +24,7 @@ CPU = torch.device("cpu")
 
 
 def test_every_registry_model_resolves_to_its_one_family_object():
-    assert registry.FAMILIES == tuple(FAMILIES) == ("sd-onestep", "lite", "resshift")
+    assert registry.family_names() == tuple(FAMILIES) == ("sd-onestep", "lite", "resshift")
     for name, spec in registry.registry().items():
         family = family_of(spec)
         assert isinstance(family, ModelFamily) and family is FAMILIES[spec.family] and family.name == spec.family
@@ -78,7 +78,7 @@ def test_lite_family_round_trips_its_saved_model(tmp_path):
 
 def _tiny_resshift_model(tmp_path) -> SRModel:
     family = FAMILIES["resshift"]
-    ckpt: OneStepCheckpoint = family.convert(get_spec("sinsr"), list(make_resshift_files(tmp_path)))
+    ckpt: ConvertedCheckpoint = family.convert(get_spec("sinsr"), list(make_resshift_files(tmp_path)))
     net = family.build(get_spec("sinsr"), ckpt, download=False, merge_lora=True)
     return SRModel(get_spec("sinsr"), net, CPU, torch.float32)
 

@@ -44,7 +44,7 @@ class TrainMethod(nn.Module):
         raise NotImplementedError
 
     def checkpoint(self):
-        """The trained weights as an ``OneStepCheckpoint`` (srx's own format)."""
+        """The trained weights as a ``ConvertedCheckpoint`` (srx's own format)."""
         raise NotImplementedError
 
     def export(self):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ...models.checkpoints import OneStepCheckpoint
+from ...models.checkpoints import ConvertedCheckpoint
 from ...models.registry import ModelSpec, get_spec
 from ..config import TrainConfig
 from .base import TrainMethod
@@ -43,9 +43,9 @@ class LiteMethod(TrainMethod):
         sr = (self.net(x.to(hq.device) * 2 - 1) + 1) / 2
         return {"l1": ((sr - hq) ** 2 + 1e-6).sqrt().mean()}, None
 
-    def checkpoint(self) -> OneStepCheckpoint:
+    def checkpoint(self) -> ConvertedCheckpoint:
         tensors = {f"net.{k}": v.detach().cpu().clone() for k, v in self.net.unet.state_dict().items()}
-        return OneStepCheckpoint(tensors=tensors, net=self.net_config, source_format="srx")
+        return ConvertedCheckpoint(tensors=tensors, net=self.net_config, source_format="srx")
 
     def model_spec(self) -> ModelSpec:
         embedded = get_spec("lite")  # the family's defaults: those of the embedded lite model

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ...engine.sd_onestep import OneStepSD
-from ...models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, OneStepCheckpoint
+from ...models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, ConvertedCheckpoint
 from ...models.lora import attach_adapters, osediff_unet_targets, osediff_vae_targets
 from ...models.registry import BaseModel, ModelSpec, get_spec
 from ...nets.dtsm import DynamicTimestepModule
@@ -97,7 +97,7 @@ class OneStepSDMethod(TrainMethod):
         return self.scheduler.add_noise(z, torch.randn_like(z) if noise is None else noise, t)
 
     # ------------------------------------------------------------------ export
-    def checkpoint(self) -> OneStepCheckpoint:
+    def checkpoint(self) -> ConvertedCheckpoint:
         trainable = {n for n, p in self.net.named_parameters() if p.requires_grad}
         tensors: dict[str, torch.Tensor] = {}
         for prefix, module in (("unet", self.net.unet), ("vae", self.net.vae)):
@@ -110,7 +110,7 @@ class OneStepSDMethod(TrainMethod):
             tensors |= {f"dtsm.{k}": v.detach().cpu().clone() for k, v in self.net.dtsm.state_dict().items()}
         if self.net.learned_text_embedding is not None:
             tensors["text_embedding"] = self.net.learned_text_embedding.detach().cpu().clone()
-        return OneStepCheckpoint(list(self.unet_adapters), list(self.vae_adapters), tensors, dtsm_cfg, "srx")
+        return ConvertedCheckpoint(list(self.unet_adapters), list(self.vae_adapters), tensors, dtsm_cfg, "srx")
 
     def model_spec(self) -> ModelSpec:
         base = self.cfg.base_or_default

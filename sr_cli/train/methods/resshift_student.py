@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ...engine.resshift import ResShiftSR
 from ...errors import UsageError
-from ...models.checkpoints import OneStepCheckpoint
+from ...models.checkpoints import ConvertedCheckpoint
 from ...models.registry import ModelSpec
 from ..config import TrainConfig
 from .base import TrainMethod
@@ -29,14 +29,14 @@ def load_resshift_model(name: str, role: str) -> tuple[ResShiftSR, ModelSpec]:
     """A model with a multi-step deterministic chain (the ResShift family) by registry name or directory, on
     the CPU in fp32 (frozen), and its spec."""
     from ...families import family_of
-    from ...models.loading import load_checkpoint, resolve_spec
+    from ...models.loading import load_converted_checkpoint, resolve_spec
 
     spec = resolve_spec(name)
     family = family_of(spec)
     if "deterministic" not in family.samplers:
         raise UsageError(f"--{role} {name}: a {spec.family} model; distillation needs a ResShift-family model "
                          f"(resshift, sinsr, hf-diff or a directory written by srx distill)")
-    return family.build(spec, load_checkpoint(spec), download=True, merge_lora=True), spec
+    return family.build(spec, load_converted_checkpoint(spec), download=True, merge_lora=True), spec
 
 
 class ResShiftStudentMethod(TrainMethod):
@@ -94,10 +94,10 @@ class ResShiftStudentMethod(TrainMethod):
         """Decode to [0, 1] with the gradient flowing through the (straight-through) quantizer."""
         return (self.net.vq.decode(z).sample.clamp(-1, 1) + 1) / 2
 
-    def checkpoint(self) -> OneStepCheckpoint:
+    def checkpoint(self) -> ConvertedCheckpoint:
         tensors = {f"unet.{k}": v.detach().cpu().clone() for k, v in self.net.unet.state_dict().items()}
         tensors |= {f"vq.{k}": v.detach().cpu().clone() for k, v in self.net.vq.state_dict().items()}
-        return OneStepCheckpoint(tensors=tensors, net=self.net.net_config(), source_format="srx")
+        return ConvertedCheckpoint(tensors=tensors, net=self.net.net_config(), source_format="srx")
 
     def model_spec(self) -> ModelSpec:
         # The teacher's inference defaults (its family's tiles, color fix), run as a one-step model.
