@@ -123,7 +123,7 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
         rows += [("autoencoder", f"{spec.autoencoder.filename}: {spec.autoencoder.url or spec.autoencoder.repo or 'manual'}"),
                  ("autoencoder status", weights_status(ae)), ("autoencoder path", str(hub.manual_path(ae)))]
     if spec.ram is not None and spec.dape is not None:
-        from ..engine.dape import tagger_file_spec
+        from ..models.hub import tagger_file_spec
 
         for which, label in (("ram", "prompt extractor: RAM"), ("dape", "prompt extractor: DAPE")):
             part = tagger_file_spec(spec, which)
@@ -166,7 +166,7 @@ def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
         path = hub.resolve_weights(hub.autoencoder_spec(spec), download=True)
         print_line(f"autoencoder: {path}")
     if spec.ram is not None and spec.dape is not None:  # OSEDiff's DAPE prompt extractor: RAM from the Hub,
-        from ..engine.dape import tagger_file_spec    # DAPE.pth by hand (a missing one is reported as an error)
+        from ..models.hub import tagger_file_spec     # DAPE.pth by hand (a missing one is reported as an error)
 
         print_line(f"prompt extractor RAM: {hub.resolve_weights(tagger_file_spec(spec, 'ram'), download=True)}")
         print_line(f"prompt extractor DAPE: {hub.resolve_weights(tagger_file_spec(spec, 'dape'), download=True)}")

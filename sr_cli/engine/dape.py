@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointFormatError
 from ..models.checkpoints import safe_torch_load
+from ..models.hub import tagger_file_spec
 from ..nets.ram import RAM
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -274,14 +275,6 @@ def prompt_extractor_for(spec, requested: str | None) -> str:
     if spec.ram is None or spec.dape is None or d.text_condition != "prompt" or "{tags}" not in d.prompt_template:
         return "none"
     return requested or "dape"
-
-
-def tagger_file_spec(spec, which: str):
-    """The spec under which the model's ``ram`` or ``dape`` file is resolved, imported and hashed
-    (``downloads/<model>/<file>`` in the srx cache, or the Hugging Face cache for RAM)."""
-    from dataclasses import replace
-
-    return replace(spec, weights=getattr(spec, which), part_of=None)
 
 
 def _how_to_get(spec, which: str) -> str:

@@ -219,6 +219,14 @@ def autoencoder_spec(spec: ModelSpec) -> ModelSpec:
                    part_of=spec.name)
 
 
+def tagger_file_spec(spec: ModelSpec, which: str) -> ModelSpec:
+    """The spec under which a model's prompt-extractor file (``ram`` or ``dape``: OSEDiff) is resolved, imported
+    and hashed (``downloads/<model>/<file>`` in the srx cache, or the Hugging Face cache for RAM)."""
+    from dataclasses import replace
+
+    return replace(spec, weights=getattr(spec, which), part_of=None)
+
+
 def manual_path(spec: ModelSpec) -> Path:
     return cache_root() / "downloads" / spec.name / spec.weights.filename
 
