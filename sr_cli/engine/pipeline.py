@@ -152,7 +152,7 @@ class SRModel:
         out = out.clamp_(0, 1)
         if plan.authors_8bit_levels:
             out = truncate_to_8bit(out)
-        if opts.color_fix != "none":
+        if opts.color_fix != "none" and not plan.color_fixed:
             out = apply_color_fix(opts.color_fix, out, plan.color_reference())
             if plan.authors_8bit_levels:
                 out = truncate_to_8bit(out)

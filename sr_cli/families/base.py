@@ -43,6 +43,8 @@ class TilePlan:
     [0, 1] and color-fixed against ``color_reference()`` (called only when a color fix is asked for).
     ``authors_8bit_levels``: 8-bit inputs come out on the 8-bit levels of the authors' scripts (see
     ``pipeline.truncate_to_8bit``), before and after the color fix.
+    ``color_fixed``: ``tile_fn`` already applied the requested color fix (HYPIR's authors fix the unclamped
+    network output); the pipeline then only clamps and quantizes.
     """
 
     source: Any
@@ -53,6 +55,7 @@ class TilePlan:
     scale: int = 1
     out_channels: int | None = None
     authors_8bit_levels: bool = False
+    color_fixed: bool = False
 
 
 class ModelFamily:
