@@ -261,22 +261,6 @@ class DapeTagger:
 
 # ----------------------------------------------------------------------------- registry files
 
-EXTRACTORS = ("dape", "none")
-
-
-def prompt_extractor_for(spec, requested: str | None) -> str:
-    """``dape`` or ``none`` for this model: DAPE by default where the model has one (OSEDiff) and its text
-    condition is a prompt whose template takes ``{tags}``; other models ignore the option."""
-    from ..errors import OptionError
-
-    if requested is not None and requested not in EXTRACTORS:
-        raise OptionError("prompt_extractor", f"must be one of {', '.join(EXTRACTORS)}, got {requested!r}")
-    d = spec.defaults
-    if spec.ram is None or spec.dape is None or d.text_condition != "prompt" or "{tags}" not in d.prompt_template:
-        return "none"
-    return requested or "dape"
-
-
 def _how_to_get(spec, which: str) -> str:
     src = getattr(spec, which)
     if src.kind == "manual":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,11 +19,13 @@ from PIL import Image
 
 from ..errors import NumericalError, OptionError, UsageError
 from ..families import family_of
-from ..models.spec import COLOR_FIXES, SAMPLERS, ModelSpec
+from ..models.spec import COLOR_FIXES, SAMPLERS, ModelSpec, prompt_extractor_for
 from .color import apply_color_fix
-from .dape import DapeTagger, prompt_extractor_for
 from .resize import output_size, pil_resize
 from .tiling import run_tiled
+
+if TYPE_CHECKING:  # the DAPE tagger (and its network code) is imported where a model uses it
+    from .dape import DapeTagger
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,8 @@ class SDOneStepFamily(ModelFamily):
 
     def load_extras(self, spec, prompt_extractor: str | None, download: bool):
         """OSEDiff's DAPE prompt extractor (RAM + DAPE), unless the model or the user turns it off."""
-        from ..engine.dape import load_dape_tagger, prompt_extractor_for
+        from ..engine.dape import load_dape_tagger
+        from ..models.spec import prompt_extractor_for
 
         if prompt_extractor_for(spec, prompt_extractor) == "dape":
             return load_dape_tagger(spec, download=download, requested=prompt_extractor)

@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..errors import ManifestError
+from ..errors import ManifestError, OptionError
 
 # Every sampler srx has: one step (all families), and the ResShift family's multi-step chains.
 SAMPLERS = ("one-step", "deterministic", "stochastic")
 # The color fixes of ``engine/color.py``, applied once to the whole image.
 COLOR_FIXES = ("adain", "wavelet", "none")
 TEXT_CONDITIONS = ("prompt", "learned")
+# OSEDiff's prompt extractors: RAM + DAPE tags open the prompt (``engine/dape.py``), or no tags.
+EXTRACTORS = ("dape", "none")
 
 
 @dataclass(frozen=True)
@@ -128,3 +130,14 @@ def build_table(cls, table: Any, where: str):
         return cls(**table)
     except TypeError as e:
         raise ManifestError(f"{where}: {e}") from None
+
+
+def prompt_extractor_for(spec: ModelSpec, requested: str | None) -> str:
+    """``dape`` or ``none`` for this model: DAPE by default where the model has one (OSEDiff) and its text
+    condition is a prompt whose template takes ``{tags}``; other models ignore the option."""
+    if requested is not None and requested not in EXTRACTORS:
+        raise OptionError("prompt_extractor", f"must be one of {', '.join(EXTRACTORS)}, got {requested!r}")
+    d = spec.defaults
+    if spec.ram is None or spec.dape is None or d.text_condition != "prompt" or "{tags}" not in d.prompt_template:
+        return "none"
+    return requested or "dape"
