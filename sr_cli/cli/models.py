@@ -122,6 +122,13 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
         ae = hub.autoencoder_spec(spec)
         rows += [("autoencoder", f"{spec.autoencoder.filename}: {spec.autoencoder.url or spec.autoencoder.repo or 'manual'}"),
                  ("autoencoder status", weights_status(ae)), ("autoencoder path", str(hub.manual_path(ae)))]
+    if spec.estimator is not None:  # S3Diff's degradation estimator
+        part = hub.estimator_spec(spec)
+        e = part.weights
+        where = f"hf://{e.repo}/{e.filename}@{e.revision}" if e.kind == "hub" else (e.url or "manual download")
+        licensed = f", license {e.license}" if e.license else ""
+        rows += [("degradation estimator", f"{e.filename} ({e.kind}): {where}{licensed}"),
+                 ("degradation estimator status", weights_status(part))]
     if spec.ram is not None and spec.dape is not None:
         from ..models.hub import tagger_file_spec
 
@@ -165,6 +172,8 @@ def download(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     if spec.autoencoder is not None:
         path = hub.resolve_weights(hub.autoencoder_spec(spec), download=True)
         print_line(f"autoencoder: {path}")
+    if spec.estimator is not None:  # S3Diff's degradation estimator
+        print_line(f"degradation estimator: {hub.resolve_weights(hub.estimator_spec(spec), download=True)}")
     if spec.ram is not None and spec.dape is not None:  # OSEDiff's DAPE prompt extractor: RAM from the Hub,
         from ..models.hub import tagger_file_spec     # DAPE.pth by hand (a missing one is reported as an error)
 

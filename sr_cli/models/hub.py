@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import SrxError, WeightsIntegrityError, WeightsMissingError
+from ..errors import SrxError, UnknownModelError, WeightsIntegrityError, WeightsMissingError
 from ..io.fsio import atomic_write, lock_path_for, locked
 from .registry import BaseModel, ModelSpec, WeightsSource
 
@@ -227,6 +227,16 @@ def tagger_file_spec(spec: ModelSpec, which: str) -> ModelSpec:
     return replace(spec, weights=getattr(spec, which), part_of=None)
 
 
+def estimator_spec(spec: ModelSpec) -> ModelSpec:
+    """The spec under which a model's degradation estimator file is resolved (S3Diff's ``de_net.pth``), cached
+    under the model's own name (``part_of`` names the model for messages)."""
+    from dataclasses import replace
+
+    if spec.estimator is None:
+        raise UnknownModelError(f"model {spec.name!r} names no [estimator] weights file")
+    return replace(spec, weights=spec.estimator, part_of=spec.name)
+
+
 def manual_path(spec: ModelSpec) -> Path:
     return cache_root() / "downloads" / spec.name / spec.weights.filename
 
@@ -247,9 +257,11 @@ def remedies(spec: ModelSpec) -> dict[str, str]:
     known = registry().get(name)
     if known is None:
         return {}
-    autoencoder = spec.part_of is not None
-    if (known.autoencoder if autoencoder else known.weights) != spec.weights or spec.weights is None:
+    # A part of a model (ResShift's autoencoder, S3Diff's degradation estimator) or its own weights.
+    parts = (known.autoencoder, known.estimator) if spec.part_of is not None else (known.weights,)
+    if spec.weights is None or spec.weights not in parts:
         return {}
+    autoencoder = spec.part_of is not None and spec.weights == known.autoencoder
     out = {}
     if spec.weights.kind in ("hub", "url"):
         out["download"] = f"`srx models download {name}` (with network access)"
