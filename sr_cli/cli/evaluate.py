@@ -49,7 +49,8 @@ def evaluate(
         "--outputs", help="Score SR images that already exist in this folder (named like the LR images) "
                           "instead of running a model; --model then only names whose results they are.")] = None,
     baseline: Annotated[Optional[str], typer.Option(
-        "--baseline", help="Also evaluate a baseline through the same code: bicubic.")] = None,
+        "--baseline", help="Also evaluate baselines through the same code, comma-separated: bicubic, any model name "
+                           "or model file (e.g. bicubic,realesrgan-x4plus), each with its own defaults.")] = None,
     metrics: Annotated[Optional[str], typer.Option(
         "--metrics", help="Comma-separated metrics (default: psnr,ssim,lpips,dists,fid,niqe,musiq,maniqa,clipiqa; "
                           "also ms_ssim, topiq_nr, hyperiqa, arniqa, tres, qalign).")] = None,
@@ -115,12 +116,12 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
     from ..evaluate.datasets import resolve_dataset
     from ..evaluate.metrics import MetricSuite, parse_metric_list
     from ..evaluate.report import report_csv, report_json, summary_table, write_text
-    from ..evaluate.runner import BASELINES, BicubicBaseline, FolderSystem, ModelSystem, comparison_sheet, save_images
+    from ..evaluate.runner import (BicubicBaseline, FolderSystem, ModelSystem, baseline_system, comparison_sheet,
+                                   parse_baselines, save_images)
 
     if limit is not None and limit < 1:
         raise UsageError("--limit must be positive")
-    if baseline is not None and baseline not in BASELINES:
-        raise UsageError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
+    baselines = parse_baselines(baseline, model or ("lite" if outputs is None else None))
     if sheet_images < 1:
         raise UsageError("--sheet-images must be positive")
     label = model  # with --outputs: whose results these are (for the papers' column)
@@ -143,8 +144,6 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
         if weights or base:
             raise UsageError("--outputs scores existing images: it excludes --weights/--base")
         systems.append(FolderSystem(outputs, label))
-        if baseline == "bicubic":
-            systems.append(BicubicBaseline(scale or 4.0))
     elif model == "bicubic":
         systems.append(BicubicBaseline(scale or 4.0))
     else:
@@ -152,8 +151,8 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
                              device=device, dtype=dtype, compile_unet=compile_unet)
         systems.append(system)
         scale = scale or system.options.scale
-        if baseline == "bicubic":
-            systems.append(BicubicBaseline(scale))
+    systems += [baseline_system(name, scale or 4.0, options, device=device, dtype=dtype, compile_unet=compile_unet)
+                for name in baselines]
 
     suite = MetricSuite(metric_defs, resolve_device(device))
     for message in suite.unavailable.values():

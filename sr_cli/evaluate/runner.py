@@ -35,7 +35,7 @@ from ..io.imageio import encode_image, read_image, write_atomic
 from .datasets import EvalSet, Sample
 from .metrics import MetricFailed, MetricSuite
 
-BASELINES = ("bicubic",)
+BASELINES = ("bicubic",)  # baselines that are no model; any model name or model file is one too
 
 
 @dataclass
@@ -193,6 +193,28 @@ class FolderSystem(System):
             if path.suffix.lower() in exts:
                 return path
         return None
+
+
+def parse_baselines(value: str | None, model: str | None = None) -> list[str]:
+    """``--baseline bicubic,realesrgan-x4plus,4x_model.pth``: the names in order (each once, none the model)."""
+    names = [v.strip() for v in (value or "").split(",") if v.strip()]
+    if value is not None and not names:
+        raise UsageError("--baseline names no baseline (bicubic, a model name or a model file, comma-separated)")
+    for i, name in enumerate(names):
+        if name in names[:i] or name == model:
+            raise UsageError(f"--baseline {name!r} is named twice (as a baseline or as --model)")
+    return names
+
+
+def baseline_system(name: str, scale: float, options: UpscaleOptions, *, device: str = "auto", dtype: str = "auto",
+                    compile_unet: bool = False) -> System:
+    """A baseline: plain bicubic, or a model (name, directory or file) with its own defaults; only the output
+    scale and the memory settings (tiles, batch) and seed of ``options`` apply to it."""
+    if name in BASELINES:
+        return BicubicBaseline(scale)
+    shared = UpscaleOptions(scale=scale, tile=options.tile, overlap=options.overlap, tile_batch=options.tile_batch,
+                            seed=options.seed)
+    return ModelSystem(name, shared, device=device, dtype=dtype, compile_unet=compile_unet)
 
 
 def _file_identity(spec) -> dict | None:
@@ -387,7 +409,7 @@ def comparison_sheet(eval_set: EvalSet, results: dict[str, SystemResult], dest: 
              if all(r.sr_file(s.name) is not None for r in results.values())][:count]
     by_name = {s.name: s for s in eval_set.samples}
     systems = [k for k in results if k != "bicubic"]
-    columns = ["LR", "bicubic"] + systems + (["HR"] if eval_set.paired else [])
+    columns = ["LR", "bicubic"] + [Path(k).name for k in systems] + (["HR"] if eval_set.paired else [])
     for name in names:
         sample = by_name[name]
         outs = [Image.open(results[k].sr_file(name)).convert("RGB") for k in systems]

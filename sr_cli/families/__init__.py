@@ -6,10 +6,11 @@ reaches a model's family. Adding a family: a new module here with ``FAMILY = You
 
 from __future__ import annotations
 
-from . import hypir, lite, resshift, s3diff, sd_onestep
+from . import hypir, lite, resshift, s3diff, sd_onestep, spandrel_family
 from .base import SAMPLERS, ModelFamily, TilePlan, output_space_plan
 
-FAMILIES: dict[str, ModelFamily] = {m.FAMILY.name: m.FAMILY for m in (sd_onestep, lite, resshift, hypir, s3diff)}
+FAMILIES: dict[str, ModelFamily] = {m.FAMILY.name: m.FAMILY for m in (sd_onestep, lite, resshift, spandrel_family,
+                                                                  hypir, s3diff)}
 
 
 def family_of(spec) -> ModelFamily:

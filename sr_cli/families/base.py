@@ -8,6 +8,8 @@ What a family provides (override what differs from the defaults here):
 
 * ``name``, ``samplers`` (the ``sampler`` values it runs), ``formats`` (published single-file formats it reads,
   ``{format: converter(obj, path) -> ConvertedCheckpoint}``) and ``detect(obj)`` (which of them a loaded object is).
+* ``model_file_spec(path)``: the spec of a bare weights file given as the model (``--model 4x_model.pth``), or
+  None when the family does not run bare files (the default).
 * ``source_files(spec, download)``: the verified published files of a registry model; ``conversion_key(files)``
   names their converted copy in the cache; ``convert(spec, files)`` turns them into srx's saved-model layout.
 * ``check_import(spec, file)``: refuse a hand-downloaded file that is not in the model's format (``srx models
@@ -68,6 +70,10 @@ class ModelFamily:
     # ------------------------------------------------------------------ published formats
     def detect(self, obj: Any) -> str | None:
         """Which of this family's ``formats`` a loaded checkpoint object is (None: none of them)."""
+        return None
+
+    def model_file_spec(self, path: Path):
+        """The ``ModelSpec`` of the weights file ``path`` given as the model (None: this family runs no bare files)."""
         return None
 
     def source_files(self, spec, download: bool) -> list[Path]:

@@ -33,12 +33,32 @@ def resolve_spec(model: str, base: str | None = None, weights: str | None = None
         spec = spec_from_dict(Path(model).name, doc, str(Path(model) / "srx_model.json"))
         spec = replace(spec, weights=WeightsSource(filename="weights.safetensors", path=str(Path(model))))
     else:
-        spec = get_spec(model)
+        spec = model_file_spec(model) or get_spec(model)
     if base:
         spec = replace(spec, base=base_override(base))
     if weights:
         spec = replace(spec, weights=WeightsSource(filename=Path(weights).name, path=weights))
     return spec
+
+
+def model_file_spec(model: str) -> ModelSpec | None:
+    """A weights file given as the model (``--model 4x_model.pth``): the spec of the family that runs it.
+
+    Registry names come first; a file no family runs is a one-line error naming it."""
+    from ..families import FAMILIES
+    from .registry import registry
+
+    path = Path(model).expanduser()
+    if model in registry() or path.is_dir():
+        return None
+    for family in FAMILIES.values():  # each knows its files by their suffix (a missing one is an error there)
+        spec = family.model_file_spec(path)
+        if spec is not None:
+            return spec
+    if path.is_file():
+        raise CheckpointFormatError(f"{path}: not a model file srx can run (a .pth, .pt, .ckpt or .safetensors "
+                                    f"state dict, or a model directory)")
+    return None
 
 
 def load_converted_checkpoint(spec: ModelSpec, download: bool = True) -> ConvertedCheckpoint:
