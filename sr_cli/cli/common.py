@@ -95,7 +95,8 @@ def fail(message: str, code: int = 2) -> None:
 # ----------------------------------------------------------------------------- shared options
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Model name from `srx models list`, or a saved model directory "
+    typer.Option("--model", "-m", help="Model name from `srx models list`, a saved model directory, or a model "
+                 "file (.pth/.safetensors: Real-ESRGAN, SwinIR, ... any architecture spandrel detects) "
                  "(default: the embedded `lite` model)."),
 ]
 BaseOpt = Annotated[
