@@ -78,14 +78,17 @@ def blend_tiles(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, siz
                 up: int = 1, down: int = 1, out_channels: int | None = None) -> torch.Tensor:
     """``fn`` applied to ``size``-pixel tiles of ``x`` (``(1, C, H, W)``), results blended with Gaussian weights.
 
-    ``fn`` maps a tile to one ``up / down`` times its size; ``size`` 0, or an image no larger than one tile in
-    either direction, goes through ``fn`` whole. Tiles run one at a time in row-major order (a seeded posterior
+    ``fn`` maps a tile to one ``up / down`` times its size; ``size`` 0, or an image no larger than one tile
+    (both sides), goes through ``fn`` whole. Tiles run one at a time in row-major order (a seeded posterior
     sample draws its numbers tile by tile, as the authors' do). Accumulates in float32 on ``x``'s device.
     """
     _, c, h, w = x.shape
     if size <= 0 or (h <= size and w <= size):
         return fn(x).float()
-    scale = lambda n: n * up // down  # noqa: E731 - the authors' coordinate map
+
+    def scale(n: int) -> int:  # the authors' coordinate map
+        return n * up // down
+
     weights = gaussian_tile_weights(scale(size)).to(x.device)
     out = torch.zeros((1, out_channels or c, scale(h), scale(w)), dtype=torch.float32, device=x.device)
     count = torch.zeros((1, 1, scale(h), scale(w)), dtype=torch.float32, device=x.device)
@@ -116,7 +119,8 @@ def hypir_enhance(net, reference: torch.Tensor, timesteps: torch.Tensor, text: t
     h1, w1 = x.shape[-2:]
     x = F.pad(x * 2 - 1, (0, (-w1) % VAE_FACTOR, 0, (-h1) % VAE_FACTOR), mode="constant", value=0)
     stride = tile - overlap
-    latent_tile, latent_stride = tile // VAE_FACTOR, stride // VAE_FACTOR
+    # The authors' strides in latent pixels (floored); at least 1 where they would fail (tiles < 8 pixels apart).
+    latent_tile, latent_stride = tile // VAE_FACTOR, max(1, stride // VAE_FACTOR)
     sample = generator is not None
     cond = text.to(device, net.dtype)
     t = timesteps.to(device).float()

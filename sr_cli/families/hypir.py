@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import CheckpointFormatError, OptionError
+from ..errors import CheckpointFormatError
 from ..models.checkpoints import AdapterSpec, ConvertedCheckpoint
 from .base import TilePlan
 from .sd_onestep import SDOneStepFamily, prefixed_tensors
@@ -64,12 +64,9 @@ class HYPIRFamily(SDOneStepFamily):
     def plan(self, model, lr, opts, size: tuple[int, int], requested=None) -> TilePlan:
         import torch
 
-        from ..engine.hypir import VAE_FACTOR, authors_upsample, hypir_enhance
+        from ..engine.hypir import authors_upsample, hypir_enhance
         from ..engine.resize import to_unit_float
 
-        if opts.tile and opts.tile - opts.overlap < VAE_FACTOR:
-            raise OptionError("overlap", f"must leave tiles at least {VAE_FACTOR} pixels apart for {model.name} "
-                                         f"(tile - overlap >= {VAE_FACTOR}), got {opts.overlap} with tile {opts.tile}")
         # [0, 1] as ToTensor gives it, upsampled in float by torch's bicubic: the input and the color-fix reference.
         reference = authors_upsample(to_unit_float(lr.cpu()), *size)
         timesteps = model.net.choose_timesteps(reference[:, :, :1, :1], model.fixed_timestep())
