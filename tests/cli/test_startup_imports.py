@@ -48,8 +48,8 @@ def test_upscale_with_the_default_model_imports_no_diffusion_library(tmp_path):
     assert "sr_cli.engine.dape" not in result["modules"]  # OSEDiff's tagger: code lite never runs
 
 
-def test_describing_a_model_imports_no_torch(tmp_path):
-    for model in ("lite", "osediff", "sinsr"):
-        result = run_srx("models", "info", model, cwd=tmp_path, tmp_path=tmp_path)
+def test_listing_and_describing_models_imports_no_torch(tmp_path):
+    for command in (["models", "list"], *(["models", "info", model] for model in ("lite", "osediff", "sinsr"))):
+        result = run_srx(*command, cwd=tmp_path, tmp_path=tmp_path)
         assert result["exit"] == 0
-        assert {"torch", *DIFFUSION_LIBRARIES}.isdisjoint(result["packages"]), (model, result["packages"])
+        assert {"torch", *DIFFUSION_LIBRARIES}.isdisjoint(result["packages"]), (command, result["packages"])
