@@ -67,7 +67,7 @@ def _lora_tensors(component: str, state: Any, path: Path) -> dict[str, Any]:
 def convert_s3diff(ckpt: dict, path: Path):
     """``s3diff.pkl``: the LoRA of both components, the UNet's ``conv_in`` and the modulation MLPs (without the
     estimator, a file of its own)."""
-    from ..models.checkpoints import OneStepCheckpoint
+    from ..models.checkpoints import ConvertedCheckpoint
 
     missing = [k for k in _PKL_KEYS if k not in ckpt]
     if missing:
@@ -84,7 +84,7 @@ def convert_s3diff(ckpt: dict, path: Path):
     tensors = (_lora_tensors("unet", ckpt["state_dict_unet"], path) | _lora_tensors("vae", ckpt["state_dict_vae"], path)
                | {f"modulation.{k}": v.detach() for k, v in modulation.items()})
     net = {"rank_unet": int(ckpt["rank_unet"]), "rank_vae": int(ckpt["rank_vae"]), "lora_alpha": LORA_ALPHA}
-    return OneStepCheckpoint(tensors=tensors, source_format=S3DIFF_FORMAT, net=net)
+    return ConvertedCheckpoint(tensors=tensors, source_format=S3DIFF_FORMAT, net=net)
 
 
 def read_estimator(path: Path) -> dict[str, Any]:

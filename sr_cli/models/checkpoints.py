@@ -75,10 +75,6 @@ class ConvertedCheckpoint:
         }
 
 
-# Deprecated: the old name (it said "one-step SD" of a class that also holds the lite and ResShift networks).
-OneStepCheckpoint = ConvertedCheckpoint
-
-
 # What a downloaded "checkpoint" often really is: a browser answer saved under the expected name.
 _NOT_CHECKPOINTS = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),

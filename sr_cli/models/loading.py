@@ -87,10 +87,6 @@ def load_converted_checkpoint(spec: ModelSpec, download: bool = True) -> Convert
     return ckpt
 
 
-# Deprecated: the old name, kept for callers not yet renamed.
-load_checkpoint = load_converted_checkpoint
-
-
 def converted_copy(spec: ModelSpec) -> Path | None:
     """The cached conversion of a registry model's weights, if there is one (nothing is downloaded)."""
     if spec.weights is None or spec.weights.kind == "embedded" or (spec.weights.path and is_model_dir(spec.weights.path)):
