@@ -46,7 +46,8 @@ def print_line(message: object, console: Console | None = None) -> None:
 # The engine names the setting (an ``UpscaleOptions`` field); users typed a flag.
 FLAG_OF_FIELD = {"scale": "--scale", "tile": "--tile", "overlap": "--overlap", "tile_batch": "--tile-batch",
                  "color_fix": "--color-fix", "prompt": "--prompt", "seed": "--seed", "sampler": "--sampler",
-                 "prompt_extractor": "--prompt-extractor"}
+                 "prompt_extractor": "--prompt-extractor", "pixel_guidance": "--pixel-guidance",
+                 "semantic_guidance": "--semantic-guidance"}
 
 
 def user_message(error: object) -> str:
@@ -142,6 +143,25 @@ PromptExtractorOpt = Annotated[
                                             "input open the prompt; needs its two weight files) | none (no tags). "
                                             "Other models ignore it."),
 ]
+
+PixelGuidanceOpt = Annotated[
+    Optional[float],
+    typer.Option("--pixel-guidance", help="Dual-LoRA models (pisa-sr): strength of the pixel-level LoRA (fidelity: "
+                                          "removes noise and compression artifacts, too high over-smooths). "
+                                          "Default: the model's (1.0)."),
+]
+SemanticGuidanceOpt = Annotated[
+    Optional[float],
+    typer.Option("--semantic-guidance", help="Dual-LoRA models (pisa-sr): strength of the semantic-level LoRA "
+                                             "(generated detail, too high adds artifacts; 0 = pixel LoRA only). "
+                                             "Default: the model's (1.0). Values other than 1/1 run the UNet twice."),
+]
+
+
+def guidance_options(pixel: float | None, semantic: float | None) -> dict[str, float]:
+    """The guidance flags as ``UpscaleOptions`` fields (only those given: the model's defaults otherwise)."""
+    given = {"pixel_guidance": pixel, "semantic_guidance": semantic}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def stdout_is_tty() -> bool:

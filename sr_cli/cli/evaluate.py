@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt,
-                     PromptExtractorOpt, SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console,
-                     out_console, print_error, print_line, print_note, report_errors)
+from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PixelGuidanceOpt,
+                     PromptExtractorOpt, PromptOpt, SamplerOpt, SeedOpt, SemanticGuidanceOpt, TileBatchOpt, TileOpt,
+                     WeightsOpt, err_console, guidance_options, out_console, print_error, print_line, print_note,
+                     report_errors)
 
 
 def _emit_json(doc: dict) -> None:
@@ -63,6 +64,8 @@ def evaluate(
     seed: SeedOpt = None,
     sampler: SamplerOpt = None,
     prompt_extractor: PromptExtractorOpt = None,
+    pixel_guidance: PixelGuidanceOpt = None,
+    semantic_guidance: SemanticGuidanceOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     compile_unet: CompileOpt = False,
@@ -93,7 +96,8 @@ def evaluate(
     try:
         _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, metrics, limit, tile, overlap,
                   tile_batch, color_fix, prompt, seed, sampler, device, dtype, compile_unet, save_dir, json_out,
-                  json_path, csv_path, sheet, sheet_images, recompute, prompt_extractor)
+                  json_path, csv_path, sheet, sheet_images, recompute, prompt_extractor,
+                  guidance_options(pixel_guidance, semantic_guidance))
     except SrxError as e:
         if json_out:
             _emit_json({"error": str(e)})
@@ -106,7 +110,7 @@ def evaluate(
 
 def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, metrics, limit, tile, overlap,
               tile_batch, color_fix, prompt, seed, sampler, device, dtype, compile_unet, save_dir, json_out,
-              json_path, csv_path, sheet, sheet_images, recompute, prompt_extractor=None) -> None:
+              json_path, csv_path, sheet, sheet_images, recompute, prompt_extractor=None, guidance=None) -> None:
     import json
     import shutil
 
@@ -138,7 +142,8 @@ def _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, met
     named = dataset_registry().get(eval_set.name) if dataset in dataset_registry() else None
     scale = float(named.scale) if named else _infer_scale(eval_set)
     options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
-                             prompt=prompt, seed=seed, sampler=sampler, prompt_extractor=prompt_extractor)
+                             prompt=prompt, seed=seed, sampler=sampler, prompt_extractor=prompt_extractor,
+                             **(guidance or {}))
     systems = []
     if outputs is not None:
         if weights or base:

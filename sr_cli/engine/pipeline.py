@@ -9,6 +9,7 @@ and are blended -> NaN check -> color fix on the whole image -> resize to a non-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -41,9 +42,13 @@ class UpscaleOptions:
     seed: int | None = None
     sampler: str | None = None  # ResShift family: one-step | deterministic | stochastic
     prompt_extractor: str | None = None  # OSEDiff: "dape" (its default: tags open the prompt) | "none"
+    # Dual-LoRA models (PiSA-SR): strengths of the pixel-level and semantic-level LoRAs.
+    pixel_guidance: float | None = None
+    semantic_guidance: float | None = None
 
     def resolved(self, spec: ModelSpec) -> "UpscaleOptions":
         d = spec.defaults
+        guidance = self._guidance(spec)
         opts = UpscaleOptions(
             scale=d.scale if self.scale is None else float(self.scale),  # output factor
             tile=d.tile if self.tile is None else int(self.tile),
@@ -54,9 +59,24 @@ class UpscaleOptions:
             seed=self.seed,
             sampler=d.sampler if self.sampler is None else self.sampler,
             prompt_extractor=prompt_extractor_for(spec, self.prompt_extractor),
+            pixel_guidance=guidance[0],
+            semantic_guidance=guidance[1],
         )
         opts.check()
         return opts
+
+    def _guidance(self, spec: ModelSpec) -> tuple[float | None, float | None]:
+        """The (pixel, semantic) guidance: the family's defaults where not given; (None, None) for models
+        without the two LoRAs, which refuse the options."""
+        defaults = family_of(spec).guidance_defaults
+        given = {"pixel_guidance": self.pixel_guidance, "semantic_guidance": self.semantic_guidance}
+        if defaults is None:
+            field = next((k for k, v in given.items() if v is not None), None)
+            if field is not None:
+                raise OptionError(field, f"applies to models with a pixel and a semantic LoRA (pisa-sr); "
+                                         f"{spec.name} has none")
+            return None, None
+        return tuple(d if v is None else float(v) for v, d in zip(given.values(), defaults))
 
     def check(self) -> None:
         """Raise an ``OptionError`` naming the field (the CLI names its flag) for a value out of range."""
@@ -72,6 +92,10 @@ class UpscaleOptions:
             raise OptionError("color_fix", f"must be one of {', '.join(COLOR_FIXES)}, got {self.color_fix!r}")
         if self.sampler not in SAMPLERS:
             raise OptionError("sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        for field in ("pixel_guidance", "semantic_guidance"):
+            value = getattr(self, field)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise OptionError(field, f"must be a finite number >= 0, got {value}")
 
 
 class SRModel:

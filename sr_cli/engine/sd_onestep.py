@@ -134,15 +134,17 @@ class OneStepSD(nn.Module):
         return x0_from_eps(self.alphas_cumprod, z, eps, timesteps)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, text_embedding: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, **step) -> torch.Tensor:
         """One-step SR of ``x`` ``(B, 3, H, W)`` in [-1, 1] (any size: padded to the VAE's multiple, cropped back).
 
         ``timesteps`` has one entry per image (or one for all); returns ``(B, 3, H, W)`` in [-1, 1], float32.
+        ``step``: options of a variant's ``latent_step`` (e.g. PiSA-SR's guidance scales).
         """
-        return self.one_step(x, timesteps, text_embedding, generator)[0]
+        return self.one_step(x, timesteps, text_embedding, generator, **step)[0]
 
     def one_step(self, x: torch.Tensor, timesteps: torch.Tensor, text_embedding: torch.Tensor,
-                 generator: torch.Generator | None = None, sample: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 generator: torch.Generator | None = None, sample: bool | None = None,
+                 **step) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` that also returns the predicted clean latent ``z0`` (training's losses read it).
 
         ``sample``: draw the VAE posterior (with ``generator``, or the global RNG when None) instead of taking
@@ -155,10 +157,14 @@ class OneStepSD(nn.Module):
         shift = getattr(vae_cfg, "shift_factor", None) or 0.0
         t = timesteps.to(z.device).float().expand(b) if timesteps.numel() == 1 else timesteps.to(z.device).float()
         cond = text_embedding.to(z.device, self.dtype).expand(b, -1, -1)
-        eps = self.unet(z.to(self.dtype), t, encoder_hidden_states=cond).sample
-        z0 = self.x0_from_eps(z, eps, t)
+        z0 = self.latent_step(z, t, cond, **step)
         y = self.vae.decode((z0 / vae_cfg.scaling_factor + shift).to(self.vae_dtype)).sample
         return y[:, :, :h, :w].float().clamp(-1, 1), z0
+
+    def latent_step(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The clean latent from the UNet's noise prediction at ``t`` (variants predict it otherwise)."""
+        eps = self.unet(z.to(self.dtype), t, encoder_hidden_states=cond).sample
+        return self.x0_from_eps(z, eps, t)
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False) -> torch.Tensor:
         """The diffusion latent of ``x`` in [-1, 1] (sides a multiple of ``downscale``): the VAE posterior's mean

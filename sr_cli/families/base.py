@@ -16,6 +16,8 @@ What a family provides (override what differs from the defaults here):
   import``); ``verify(spec, converted)``: read the published files, return what was checked (``srx models verify``).
 * ``build(spec, ckpt, download=, merge_lora=)``: the network (an ``nn.Module`` with ``place(device, dtype)``).
 * ``load_extras(spec, prompt_extractor, download)``: an auxiliary model loaded beside the network (OSEDiff's tagger).
+* ``guidance_defaults``: the (pixel, semantic) guidance scales of a family with a pixel and a semantic LoRA
+  (``--pixel-guidance``/``--semantic-guidance``); None (the default): other models refuse these options.
 * ``plan(model, lr, opts, size, requested)``: how ``SRModel`` upscales one image: a ``TilePlan`` (what tiles are cut from,
   in which space and at which scale, the tile function, the color-fix reference).
 * ``stages(net)``: the modules the bench times apart; ``flops_call(model, tile)``: one forward on one tile.
@@ -65,6 +67,8 @@ class ModelFamily:
 
     name: str = ""
     samplers: tuple[str, ...] = ("one-step",)
+    # Dual-LoRA families (PiSA-SR): the default (pixel, semantic) guidance scales; None: no such pair of LoRAs.
+    guidance_defaults: tuple[float, float] | None = None
     formats: ClassVar[dict[str, Callable[[dict, Path], Any]]] = {}
 
     # ------------------------------------------------------------------ published formats

@@ -112,7 +112,14 @@ class SDOneStepFamily(ModelFamily):
             raise UnknownModelError(f"model {spec.name!r} names no base model; pass --base")
         base_dir = hub.resolve_base(spec.base, spec.name, download=download)
         needs_text = spec.defaults.text_condition == "prompt"
-        return OneStepSD.from_pretrained(base_dir, ckpt, merge_lora=merge_lora, needs_text_encoder=needs_text)
+        return self.network_class().from_pretrained(base_dir, ckpt, merge_lora=merge_lora,
+                                                    needs_text_encoder=needs_text)
+
+    def network_class(self):
+        """The engine's network class (variants of the family subclass ``OneStepSD``)."""
+        from ..engine.sd_onestep import OneStepSD
+
+        return OneStepSD
 
     def load_extras(self, spec, prompt_extractor: str | None, download: bool):
         """OSEDiff's DAPE prompt extractor (RAM + DAPE), unless the model or the user turns it off."""
@@ -137,10 +144,15 @@ class SDOneStepFamily(ModelFamily):
         timesteps = model.net.choose_timesteps(probe * 2 - 1, fixed).to(model.device)
         text = model.net.text_condition(model.prompt_for(reference, requested))
         generator = None if opts.seed is None else torch.Generator(device=model.device).manual_seed(opts.seed)
+        step = self.step_options(opts)
         # 8-bit inputs come out in the 8-bit levels of the authors' scripts: they convert the network's output,
         # and again the color-fixed image, with ``ToPILImage`` (truncation, not rounding).
-        return output_space_plan(model, reference, opts, lambda x: model.net(x, timesteps, text, generator),
+        return output_space_plan(model, reference, opts, lambda x: model.net(x, timesteps, text, generator, **step),
                                  authors_8bit_levels=lr.dtype == torch.uint8)
+
+    def step_options(self, opts) -> dict[str, Any]:
+        """Options of the network's latent step taken from the upscale options (variants: see sd_dual_lora)."""
+        return {}
 
     def stages(self, net) -> dict[str, Any]:
         return {"encode": net.vae.encoder, "unet": net.unet, "decode": net.vae.decoder}
