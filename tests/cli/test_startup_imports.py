@@ -53,3 +53,15 @@ def test_listing_and_describing_models_imports_no_torch(tmp_path):
         result = run_srx(*command, cwd=tmp_path, tmp_path=tmp_path)
         assert result["exit"] == 0
         assert {"torch", *DIFFUSION_LIBRARIES}.isdisjoint(result["packages"]), (command, result["packages"])
+
+
+def test_the_diffusion_libraries_are_quieted_when_first_imported_not_before():
+    code = ("import sys\n"
+            "from sr_cli.models.loading import quiet_libraries\n"
+            "quiet_libraries()\n"
+            "print('diffusers' in sys.modules, 'transformers' in sys.modules)\n"
+            "from diffusers.utils import logging as d\n"
+            "from transformers.utils import logging as t\n"
+            "print(d.get_verbosity(), d.is_progress_bar_enabled(), t.get_verbosity(), t.is_progress_bar_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "40", "False", "40", "False"]  # logging.ERROR, no progress bars
