@@ -11,7 +11,7 @@ mkdir -p "$out"
 python -c "import sr_cli" 2>/dev/null || python -m pip install -q -e . >/dev/null
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv | tee "$out/gpu.txt"
 bench() { python -m sr_cli.bench "$@"; }
-bench --model sd21 --size 512 --dtype bf16 --sweep-tile-batch 1 2 4 8 --peer --json "$out/sd21_bf16.json"
+bench --model sd21 --size 512 --dtype bf16 --sweep-tile-batch 1 --sweep-tile-batch 2 --sweep-tile-batch 4 --sweep-tile-batch 8 --peer --json "$out/sd21_bf16.json"
 bench --model sd21 --size 512 --dtype fp16 --tile-batch 4 --json "$out/sd21_fp16.json"
 bench --model sd21 --size 512 --dtype bf16 --tile-batch 4 --compile --json "$out/sd21_bf16_compile.json"
 bench --model sd21 --dtype bf16 --tile-batch 4 --memory-scaling --scaling-sizes 256 1024 --no-flops \

@@ -1,4 +1,5 @@
-"""Speed and memory benchmark of the engine: ``python -m sr_cli.bench`` (also ``srx bench``).
+"""Speed and memory benchmark of the engine, run by ``srx bench`` (``sr_cli/cli/bench.py``; also
+``python -m sr_cli.bench``).
 
 For a model config (``lite``, ``tiny-sd``, ``sd21`` = an SD 2.1-base-size one-step model with random weights
 and OSEDiff's LoRA layout, or any registry name / model directory) and an input size, prints per-stage times
@@ -14,7 +15,6 @@ as it runs for users, with no benchmark-only code path.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -31,14 +31,47 @@ from PIL import Image
 
 from ..errors import SrxError
 from ..io.fsio import write_text
-from .models import RANDOM_CONFIGS, random_sd, synthetic_image  # noqa: F401 (random_sd: tests use it)
-from .peer import peer_comparison, reference_style  # noqa: F401 (reference_style: tests use it)
+from .models import RANDOM_CONFIGS, random_sd, synthetic_image
+from .peer import peer_comparison
 from .report import print_report
 
 # Dense fp16/bf16 tensor-core peaks (TFLOP/s, vendor datasheets) for the achieved fraction of peak;
 # matched against torch.cuda.get_device_name in this order. --peak-tflops gives any other device's.
 PEAK_HALF_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("H800", 989.4), ("A100", 312.0),
                     ("L40S", 362.1), ("A10G", 70.0))
+
+
+RANDOM_WEIGHTS = ("tiny-sd", "sd21", "resshift-v1")  # the --model names built here with random weights
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What one benchmark run measures (``srx bench``'s options)."""
+
+    model: str = "lite"  # a random-weights config (RANDOM_WEIGHTS), a registry name or a model directory
+    size: int = 512  # input side in pixels
+    image: Path | None = None  # a photograph to crop the input from (None: a synthetic image)
+    tile: int | None = None  # None: the model's (as every UpscaleOptions field)
+    overlap: int | None = None
+    tile_batch: int | None = None
+    color_fix: str | None = None
+    prompt_extractor: str | None = None
+    pixel_guidance: float | None = None
+    semantic_guidance: float | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    repeat: int = 2  # timed runs (the fastest is reported)
+    warmup: int = 1  # untimed runs before them
+    compile_unet: bool = False
+    channels_last: str = "auto"  # auto | on | off
+    count_flops: bool = True
+    peer: bool = False  # also time a reference-style loop
+    sweep_tile_batch: tuple[int, ...] = ()  # run at each of these tile batches (one loaded model)
+    peak_tflops: float | None = None  # the device's peak (None: known data-centre GPUs only)
+    memory_scaling: bool = False  # also compare peak memory at scaling_sizes, in fresh processes
+    scaling_sizes: tuple[int, int] = (256, 1024)
+    json_file: Path | None = None  # also write the report there
+    json_only: bool = False  # print only the JSON report
 
 
 # ----------------------------------------------------------------------------- models
@@ -188,20 +221,20 @@ def peak_tflops(model, override: float | None) -> float | None:
     return next((peak for key, peak in PEAK_HALF_TFLOPS if key in name), None)
 
 
-def model_for(args):
-    model = load_bench_model(args.model, args.device, args.dtype,
-                             prompt_extractor=getattr(args, "prompt_extractor", None))
-    if args.compile:
+def model_for(args: BenchSettings):
+    model = load_bench_model(args.model, args.device, args.dtype, prompt_extractor=args.prompt_extractor)
+    if args.compile_unet:
         model.compile_unet()
     return model
 
 
-def bench(args, model=None) -> dict:
+def bench(args: BenchSettings, model=None) -> dict:
     from ..engine.pipeline import UpscaleOptions
 
     model = model or model_for(args)
     options = UpscaleOptions(tile=args.tile, overlap=args.overlap, tile_batch=args.tile_batch,
-                             color_fix=args.color_fix)
+                             color_fix=args.color_fix, prompt_extractor=args.prompt_extractor,
+                             pixel_guidance=args.pixel_guidance, semantic_guidance=args.semantic_guidance)
     opts = options.resolved(model.spec)
     with tempfile.TemporaryDirectory() as tmp:
         src = photo_crop(args.image, Path(tmp) / "in.png", args.size) if args.image else \
@@ -212,7 +245,7 @@ def bench(args, model=None) -> dict:
     timed = runs[args.warmup:]
     best = min(timed, key=lambda r: r["total"])
     tile_px = min(opts.tile or 10**9, best["out_size"][0], best["out_size"][1])
-    flops = tile_flops(model, tile_px) if not args.no_flops else None
+    flops = tile_flops(model, tile_px) if args.count_flops else None
     w, h = best["out_size"]
     report = {
         "model": args.model, "device": str(model.device), "dtype": str(model.dtype).replace("torch.", ""),
@@ -239,13 +272,12 @@ def bench(args, model=None) -> dict:
     return report
 
 
-def sweep_tile_batch(args) -> dict:
+def sweep_tile_batch(args: BenchSettings) -> dict:
     """The same benchmark at several tile batches (one loaded model); the best by model time per tile."""
     model = model_for(args)
     runs = {}
     for tb in args.sweep_tile_batch:
-        one = argparse.Namespace(**{**vars(args), "tile_batch": tb, "peer": False})
-        runs[tb] = bench(one, model)
+        runs[tb] = bench(replace(args, tile_batch=tb, peer=False), model)
     best = min(runs, key=lambda tb: runs[tb]["model_ms_per_tile"])
     report = dict(runs[best])
     report["sweep"] = {str(tb): {"model_ms_per_tile": r["model_ms_per_tile"], "total_s": r["total_s"],
@@ -259,7 +291,7 @@ def sweep_tile_batch(args) -> dict:
 # ----------------------------------------------------------------------------- memory scaling
 
 
-def memory_scaling(args) -> dict:
+def memory_scaling(args: BenchSettings) -> dict:
     """Peak memory at two output sizes, each in a fresh process (peaks are per process)."""
     small, large = args.scaling_sizes
     out = {}
@@ -284,111 +316,11 @@ def memory_scaling(args) -> dict:
     return doc
 
 
-# ----------------------------------------------------------------------------- arguments
+# ----------------------------------------------------------------------------- the run
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with srx's one-line ``error: ...`` (exit 2) instead of the usage block."""
-
-    def error(self, message: str):
-        _fail(message)
-
-
-def _fail(message: str, code: int = 2):
-    from ..cli.common import print_error
-
-    print_error(message)
-    raise SystemExit(code)
-
-
-def _at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
-
-
-def check_arguments(args) -> None:
-    """User errors found before anything is loaded or measured: one line each, exit 2."""
-    from ..models.registry import is_model_dir, registry
-
-    if args.model not in RANDOM_CONFIGS and args.model != "resshift-v1" and args.model not in registry() \
-            and not is_model_dir(args.model):
-        _fail(f"--model {args.model!r}: not tiny-sd, sd21, resshift-v1, a registry model "
-              f"({', '.join(sorted(registry()))}) or a model directory")
-    if args.image is not None:
-        from PIL import Image, UnidentifiedImageError
-
-        if not args.image.is_file():
-            _fail(f"{args.image}: no such file" if not args.image.exists() else f"{args.image}: not a file")
-        if args.image.stat().st_size == 0:
-            _fail(f"{args.image}: the file is empty (0 bytes)")
-        try:
-            with Image.open(args.image) as im:
-                im.size  # noqa: B018 - the header is read: enough to know Pillow can open it
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            _fail(f"{args.image}: not an image Pillow can read ({e})")
-    if args.json is not None:
-        folder = args.json.parent if str(args.json.parent) else Path(".")
-        if args.json.is_dir():
-            _fail(f"--json {args.json}: is a folder")
-        if not folder.is_dir():
-            _fail(f"--json {args.json}: the folder {folder} does not exist")
-        existed = args.json.exists()
-        try:  # open it for writing now (appending nothing): a benchmark is not run for a report it cannot write
-            os.close(os.open(args.json, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
-        except OSError as e:
-            _fail(f"--json {args.json}: cannot write ({e.strerror or e})")
-        if not existed:
-            args.json.unlink(missing_ok=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = _Parser(prog="python -m sr_cli.bench", description=__doc__,
-                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="lite", help="lite | tiny-sd | sd21 | resshift-v1 (random weights) | registry name | dir")
-    ap.add_argument("--size", type=_at_least(1), default=512, help="input side in pixels (output = x4)")
-    ap.add_argument("--image", type=Path, help="benchmark on a centre crop of this photograph (default: synthetic)")
-    ap.add_argument("--tile", type=_at_least(0))
-    ap.add_argument("--overlap", type=_at_least(0))
-    ap.add_argument("--tile-batch", type=_at_least(1))
-    ap.add_argument("--color-fix")
-    ap.add_argument("--prompt-extractor", choices=["dape", "none"],
-                    help="OSEDiff: dape (its default: the tagger runs once per image) | none")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--repeat", type=_at_least(1), default=2)
-    ap.add_argument("--warmup", type=_at_least(0), default=1)
-    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet")
-    ap.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                    help="memory format of the convolutional components (auto: the engine's measured choice)")
-    ap.add_argument("--no-flops", action="store_true")
-    ap.add_argument("--peer", action="store_true", help="also time a reference-style loop (sd21, tiny-sd)")
-    ap.add_argument("--sweep-tile-batch", type=_at_least(1), nargs="+", metavar="N",
-                    help="run at each of these tile batches; report the best (ms per tile) and the sweep")
-    ap.add_argument("--peak-tflops", type=float, help="the device's peak, for the fraction of peak achieved")
-    ap.add_argument("--memory-scaling", action="store_true", help="compare peak memory at --scaling-sizes")
-    ap.add_argument("--scaling-sizes", type=_at_least(1), nargs=2, default=[256, 1024], metavar=("SMALL", "LARGE"))
-    ap.add_argument("--json", type=Path, help="also write the report as JSON")
-    ap.add_argument("--json-only", action="store_true", help="print only the JSON report")
-    args = ap.parse_args(argv)
-    check_arguments(args)
-    try:
-        run(args)
-    except SrxError as e:  # e.g. a model's weights are missing, a bad --color-fix or --tile
-        from ..cli.common import user_message
-
-        _fail(user_message(e), e.exit_code)
-
-
-def run(args) -> None:
+def run(args: BenchSettings) -> None:
+    """Measure as ``args`` says and print the report (a table, or JSON with ``json_only``)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from ..hostmem import tune_host_allocator
 
@@ -401,11 +333,11 @@ def run(args) -> None:
     report = sweep_tile_batch(args) if args.sweep_tile_batch else bench(args)
     if args.memory_scaling:
         report["memory_scaling"] = memory_scaling(args)
-    if args.json:
+    if args.json_file:
         try:
-            write_text(args.json, json.dumps(report, indent=2))  # atomic: never a half-written report
+            write_text(args.json_file, json.dumps(report, indent=2))  # atomic: never a half-written report
         except OSError as e:
-            _fail(f"--json {args.json}: cannot write ({e.strerror or e})", 1)
+            raise SrxError(f"--json {args.json_file}: cannot write ({e.strerror or e})") from None
     if args.json_only:
         print(json.dumps(report))
     else:

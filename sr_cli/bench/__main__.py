@@ -1,5 +1,5 @@
-"""`python -m sr_cli.bench` (the same as `srx bench`)."""
+"""``python -m sr_cli.bench``: the same as ``srx bench``."""
 
-from . import main
+from ..cli.bench import main
 
 main()

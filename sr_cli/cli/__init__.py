@@ -8,6 +8,7 @@ import typer
 
 from .. import __version__
 from . import models
+from .bench import bench
 from .distill import distill
 from .evaluate import evaluate
 from .train import train
@@ -43,6 +44,7 @@ app.command()(upscale)
 app.command()(train)
 app.command()(distill)
 app.command()(evaluate)
+app.command()(bench)
 app.add_typer(models.app, name="models")
 
 
@@ -52,14 +54,6 @@ def sample() -> None:
     from importlib import resources
 
     typer.echo(str(resources.files("sr_cli").joinpath("samples", "astronaut_lr.png")))
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
-def bench(ctx: typer.Context) -> None:
-    """Speed and memory benchmark of the engine (the same as `python -m sr_cli.bench`; `srx bench --help`)."""
-    from ..bench import main as bench_main
-
-    bench_main(list(ctx.args))
 
 
 # Commands whose --json promises one JSON document on stdout, whatever happens.

@@ -6,11 +6,14 @@ import pytest
 import torch
 
 from sr_cli import bench
+from sr_cli.bench.models import random_sd
+from sr_cli.bench.peer import reference_style
+from sr_cli.cli.bench import main as bench_main
 from sr_cli.engine.tiling import plan_tiles
 
 
 def test_bench_report_adds_up_and_counts_tiles(capsys):
-    bench.main(["--model", "tiny-sd", "--size", "40", "--tile", "64", "--overlap", "16", "--tile-batch", "2",
+    bench_main(["--model", "tiny-sd", "--size", "40", "--tile", "64", "--overlap", "16", "--tile-batch", "2",
                 "--repeat", "1", "--warmup", "0", "--json-only", "--peer"])
     r = json.loads(capsys.readouterr().out)
     assert r["output"] == [160, 160] and r["tiles"] == len(plan_tiles(160, 160, 64, 16)) == 9
@@ -35,11 +38,11 @@ def test_reference_style_loop_matches_the_engine_on_one_tile():
     from sr_cli.engine.pipeline import UpscaleOptions
 
     model = bench.load_bench_model("tiny-sd", "cpu", "fp32", merge=True)
-    unmerged = bench.random_sd("tiny-sd", merge=False)
+    unmerged = random_sd("tiny-sd", merge=False)
     lr = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     ours = model.upscale_tensor(lr, UpscaleOptions(tile=0, color_fix="none"))
     with torch.inference_mode():
-        ref = (bench.reference_style(unmerged, lr, 64, 16, torch.device("cpu"), torch.float32) + 1) / 2
+        ref = (reference_style(unmerged, lr, 64, 16, torch.device("cpu"), torch.float32) + 1) / 2
     assert torch.allclose(ours, ref.clamp(0, 1), atol=2e-4)
 
 
@@ -89,8 +92,8 @@ def test_srx_bench_command_forwards_its_arguments():
 
 
 def test_tile_batch_sweep_reports_the_best_and_the_fraction_of_a_given_peak(capsys):
-    bench.main(["--model", "tiny-sd", "--size", "40", "--tile", "64", "--overlap", "16", "--sweep-tile-batch", "1",
-                "3", "--repeat", "1", "--warmup", "0", "--json-only", "--peak-tflops", "2.0"])
+    bench_main(["--model", "tiny-sd", "--size", "40", "--tile", "64", "--overlap", "16", "--sweep-tile-batch", "1",
+                "--sweep-tile-batch", "3", "--repeat", "1", "--warmup", "0", "--json-only", "--peak-tflops", "2.0"])
     r = json.loads(capsys.readouterr().out)
     assert set(r["sweep"]) == {"1", "3"}
     best = min(r["sweep"].values(), key=lambda row: row["model_ms_per_tile"])
@@ -115,7 +118,7 @@ def test_bench_user_errors_are_one_line_and_exit_2(args, message, tmp_path, caps
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not an image\n")
     with pytest.raises(SystemExit) as exit_info:
-        bench.main([a.format(tmp=tmp_path) for a in args] + ["--size", "8"] * ("--size" not in args))
+        bench_main([a.format(tmp=tmp_path) for a in args] + ["--size", "8"] * ("--size" not in args))
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert err.startswith("error: " + message.format(tmp=tmp_path)), err
