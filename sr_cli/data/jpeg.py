@@ -8,15 +8,24 @@ a clamp. Nothing is rounded to 8 bits on the way in or out, qualities are real n
 zero-padded to a multiple of 16 (dark partial blocks at the right and bottom borders). ``float_jpeg``
 reproduces that math so that synthesised training inputs have the reference's statistics; with
 ``libjpeg_tables=True`` and correctly oriented tables it is close to a real libjpeg round trip instead.
+
+The degradation's JPEG stage (``apply_jpeg``) runs this float JPEG (``"reference"``) or a real libjpeg round
+trip (``"libjpeg"``, ``jpeg_compress``).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+from .draws import randint, uniform
+
+JPEG_MODES: tuple[str, ...] = ("reference", "libjpeg")  # the degradation's JPEG stage: this float JPEG or libjpeg
 
 # JPEG standard (ITU T.81, Annex K) quantization tables, rows = vertical frequency, columns = horizontal.
 LUMA_TABLE: tuple[tuple[int, ...], ...] = (
@@ -150,3 +159,46 @@ def float_jpeg(
     to_rgb = torch.tensor(YCBCR_TO_RGB, dtype=dtype, device=x.device)
     rgb = torch.einsum("ck,bkhw->bchw", to_rgb, torch.cat([y.unsqueeze(1), chroma_full], 1))
     return (rgb.clamp(0, 255) / 255.0)[:, :, :h, :w].to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# The degradation's JPEG stage
+# --------------------------------------------------------------------------------------------------
+
+
+def jpeg_compress(x: torch.Tensor, quality: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """Real JPEG round trip (libjpeg through torchvision) at an integer quality, scalar or per sample.
+
+    Encoding runs on CPU 8-bit images (the input is clamped and rounded first); the decoded batch is
+    returned on ``x``'s device and dtype, so it holds 8-bit levels.
+    """
+    b = x.shape[0]
+    qualities = [int(q) for q in torch.as_tensor(quality).reshape(-1).expand(b).tolist()]
+    images = (x.detach().clamp(0, 1) * 255).round().to(device="cpu", dtype=torch.uint8)
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its codecs in favour of TorchCodec; they still work, and a warning per
+        # training sample would drown the logs.
+        warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities", category=DeprecationWarning)
+        decoded = [decode_jpeg(encode_jpeg(img.contiguous(), quality=q), mode=ImageReadMode.RGB)
+                   for img, q in zip(images, qualities)]
+    if not decoded:
+        return x
+    return torch.stack(decoded).to(device=x.device, dtype=x.dtype) / 255.0
+
+
+def sample_jpeg(
+    generator: torch.Generator, batch: int, jpeg_range: tuple[int, int] = (30, 95), integer: bool = True
+) -> list[int] | list[float]:
+    """Per-sample JPEG qualities uniform in ``jpeg_range``: integers (both ends included) for libjpeg, or real
+    numbers, as the reference draws them for its float JPEG (``integer=False``)."""
+    if integer:
+        return [randint(generator, *jpeg_range) for _ in range(batch)]
+    return [uniform(generator, *jpeg_range) for _ in range(batch)]
+
+
+def apply_jpeg(x: torch.Tensor, quality: Sequence[float], mode: str = "reference") -> torch.Tensor:
+    """The JPEG stage: the reference's float JPEG (``float_jpeg``) or real libjpeg."""
+    if mode == "libjpeg":
+        return jpeg_compress(x, [int(q) for q in quality])
+    return float_jpeg(x.clamp(0, 1), list(quality))
+

@@ -4,24 +4,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sr_cli.data.degradation import (
+from sr_cli.data.degradation import DegradationConfig, RealESRGANDegradation
+from sr_cli.data.jpeg import LUMA_TABLE, dct_matrix, float_jpeg, jpeg_compress, quant_tables
+from sr_cli.data.kernels import (
     KERNEL_TYPES,
-    DegradationConfig,
-    RealESRGANDegradation,
-    add_gaussian_noise,
-    add_poisson_noise,
     apply_kernels,
     circular_lowpass_kernel,
     gaussian_kernel,
-    jpeg_compress,
     pulse_kernel,
     random_blur_kernel,
-    random_resize,
     random_sinc_kernel,
-    resize_per_sample,
-    sample_noise,
 )
-from sr_cli.data.jpeg import LUMA_TABLE, dct_matrix, float_jpeg, quant_tables
+from sr_cli.data.noise import add_gaussian_noise, add_poisson_noise, sample_noise
+from sr_cli.data.resize import random_resize, resize_per_sample
 from sr_cli.errors import UsageError
 
 PI = math.pi
