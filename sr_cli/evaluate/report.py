@@ -21,6 +21,7 @@ PAPER_METHODS = {
     "hf-diff": "HF-Diff-s1",
     "dfosd": "DFOSD",
     "vpd-sr": "VPD-SR-s1",
+    "realesrgan-x4plus": "Real-ESRGAN",  # OSEDiff's Table 1 baseline row
 }
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sr_cli.cli import app
+from sr_cli.evaluate.report import paper_values
 from helpers.classic import make_model_file, spandrel_forward
 
 pytest.importorskip("pyiqa")
@@ -80,3 +81,9 @@ def test_an_unknown_baseline_is_a_usage_error_naming_it(hf_home, tmp_path):
     r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "psnr",
                             "--baseline", "no-such-model"])
     assert r.exit_code == 2 and "unknown model 'no-such-model'" in r.stderr, r.output
+
+
+def test_realesrgan_x4plus_is_compared_with_the_papers_real_esrgan_row():
+    method, values, source = paper_values("realesrgan-x4plus", "RealSR")
+    assert method == "Real-ESRGAN" and "OSEDiff" in source
+    assert values["psnr"] == pytest.approx(25.69) and values["ssim"] == pytest.approx(0.7616)
