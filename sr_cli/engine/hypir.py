@@ -75,12 +75,13 @@ def window_starts(length: int, size: int, stride: int) -> list[int]:
 
 
 def blend_tiles(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: int, stride: int,
-                up: int = 1, down: int = 1, out_channels: int | None = None) -> torch.Tensor:
+                up: int = 1, down: int = 1, out_channels: int | None = None, batch: int = 1) -> torch.Tensor:
     """``fn`` applied to ``size``-pixel tiles of ``x`` (``(1, C, H, W)``), results blended with Gaussian weights.
 
     ``fn`` maps a tile to one ``up / down`` times its size; ``size`` 0, or an image no larger than one tile
-    (both sides), goes through ``fn`` whole. Tiles run one at a time in row-major order (a seeded posterior
-    sample draws its numbers tile by tile, as the authors' do). Accumulates in float32 on ``x``'s device.
+    (both sides), goes through ``fn`` whole. Tiles go through ``fn`` ``batch`` at a time in row-major order
+    (1 where a seeded posterior sample must draw its numbers tile by tile, as the authors' code does).
+    Accumulates in float32 on ``x``'s device.
     """
     _, c, h, w = x.shape
     if size <= 0 or (h <= size and w <= size):
@@ -92,9 +93,11 @@ def blend_tiles(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, siz
     weights = gaussian_tile_weights(scale(size)).to(x.device)
     out = torch.zeros((1, out_channels or c, scale(h), scale(w)), dtype=torch.float32, device=x.device)
     count = torch.zeros((1, 1, scale(h), scale(w)), dtype=torch.float32, device=x.device)
-    for top in window_starts(h, size, stride):
-        for left in window_starts(w, size, stride):
-            result = fn(x[:, :, top : top + size, left : left + size]).float()
+    windows = [(top, left) for top in window_starts(h, size, stride) for left in window_starts(w, size, stride)]
+    for i in range(0, len(windows), max(1, batch)):
+        group = windows[i : i + max(1, batch)]
+        results = fn(torch.cat([x[:, :, top : top + size, left : left + size] for top, left in group])).float()
+        for (top, left), result in zip(group, results):
             rows = slice(scale(top), scale(top + size))
             cols = slice(scale(left), scale(left + size))
             out[:, :, rows, cols] += result * weights
@@ -103,12 +106,14 @@ def blend_tiles(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, siz
 
 
 def hypir_enhance(net, reference: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor, *, tile: int,
-                  overlap: int, color_fix: str, generator: torch.Generator | None = None) -> torch.Tensor:
+                  overlap: int, color_fix: str, generator: torch.Generator | None = None,
+                  tile_batch: int = 1) -> torch.Tensor:
     """The authors' ``enhance`` after upsampling: ``reference`` (``(1, 3, H, W)``, [0, 1], the x4 bicubic input)
     -> the color-fixed result ``(1, 3, H, W)`` on the CPU, not clamped (the caller clamps and quantizes).
 
     ``net`` is the SD one-step network (``OneStepSD``) with HYPIR's LoRA; ``tile`` 0 runs every stage whole
-    (and enlarges the shorter side to 512, the authors' default patch size).
+    (and enlarges the shorter side to 512, the authors' default patch size). ``tile_batch`` tiles go through the
+    UNet and the decoder together, and through the encoder when it takes the posterior mean (no generator).
     """
     device = net.alphas_cumprod.device
     h0, w0 = reference.shape[-2:]
@@ -133,9 +138,9 @@ def hypir_enhance(net, reference: torch.Tensor, timesteps: torch.Tensor, text: t
         return net.vae.decode((z0 / net.vae.config.scaling_factor).to(net.vae_dtype)).sample
 
     z = blend_tiles(lambda p: net.encode(p, generator, sample), x, tile, stride, down=VAE_FACTOR,
-                    out_channels=net.vae.config.latent_channels)
-    z0 = blend_tiles(denoise, z, latent_tile, latent_stride)
-    y = blend_tiles(decode, z0, latent_tile, latent_stride, up=VAE_FACTOR, out_channels=3)
+                    out_channels=net.vae.config.latent_channels, batch=1 if sample else tile_batch)
+    z0 = blend_tiles(denoise, z, latent_tile, latent_stride, batch=tile_batch)
+    y = blend_tiles(decode, z0, latent_tile, latent_stride, up=VAE_FACTOR, out_channels=3, batch=tile_batch)
     y = (y[:, :, :h1, :w1] + 1) / 2
     y = F.interpolate(y, size=(h0, w0), mode="bicubic", antialias=True)
     if color_fix == "wavelet":  # the authors' own (on the unclamped result): not apply_color_fix, which clamps

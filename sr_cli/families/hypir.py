@@ -27,7 +27,8 @@ HYPIR_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv
                       "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj")
 ADAPTER = "default"  # the peft adapter name in the published keys (diffusers' add_adapter default)
 _FACTOR_SUFFIXES = (f".lora_A.{ADAPTER}.weight", f".lora_B.{ADAPTER}.weight")
-_BATCH_NOTE = "tiles run one at a time in each of the three stages (--tile-batch is not used)"
+_BATCH_NOTE = ("--tile-batch tiles at a time through the UNet and the decoder (the encoder too without --seed: "
+               "a seeded posterior sample is drawn tile by tile)")
 
 
 def _is_hypir_state(obj: Any) -> bool:
@@ -75,7 +76,7 @@ class HYPIRFamily(SDOneStepFamily):
 
         def run(source: torch.Tensor) -> torch.Tensor:
             return hypir_enhance(model.net, source, timesteps, text, tile=opts.tile, overlap=opts.overlap,
-                                 color_fix=opts.color_fix, generator=generator)
+                                 color_fix=opts.color_fix, generator=generator, tile_batch=opts.tile_batch)
 
         # One piece for the pipeline (the stages tile themselves); 8-bit inputs end on the authors' truncated levels.
         return TilePlan(reference, run, 0, 0, lambda: reference, authors_8bit_levels=lr.dtype == torch.uint8,

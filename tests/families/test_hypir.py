@@ -94,6 +94,13 @@ def test_upscale_equals_the_authors_script_on_8bit_output(hypir_hub, case, tmp_p
     assert worst <= 1 and np.mean(ours != theirs) < 0.001, np.mean(ours != theirs)
 
 
+@pytest.mark.parametrize("case", ["hypir_small_seed", "hypir_small_mean"])
+def test_batched_tiles_give_the_authors_result(hypir_hub, case, tmp_path):
+    """--tile-batch 4: UNet and decoder tiles together (and encoder tiles without a seed), the same result."""
+    worst, mean = _distance(_upscale(case, tmp_path, "--tile-batch", "4"), case)
+    assert worst <= 1 and mean <= 0.01, (worst, mean)
+
+
 @pytest.mark.parametrize("case", ["hypir_large_seed"])
 def test_float_output_equals_the_authors_before_quantization(hypir_pth, hf_home, case):
     """The float image their ``tensor2image`` receives, not only its 8-bit levels (a float input takes srx's
