@@ -87,6 +87,8 @@ def describe(state: dict[str, Any], where: Path | str):
             "; architectures under restrictive licenses come with `pip install \"srx[extra-arches]\"`")
         raise CheckpointFormatError(f"{where}: no architecture matches this state dict (keys {keys}, ...){extra}") \
             from None
+    except MemoryError:
+        raise
     except Exception as e:  # noqa: BLE001 - an architecture that matched the keys but not the shapes
         raise CheckpointFormatError(f"{where}: looks like a model spandrel knows, but cannot be built from it "
                                     f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None

@@ -100,6 +100,18 @@ def test_a_state_dict_no_architecture_matches_is_a_one_line_usage_error(hf_home,
     assert r.exit_code == 2 and r.stderr.strip() == f"error: {tmp_path / 'missing.pth'}: model file not found"
 
 
+def test_a_model_that_is_not_rgb_to_rgb_is_refused_naming_the_file(hf_home, tmp_path):
+    from spandrel.architectures.Compact import Compact
+
+    gray = save_model(tmp_path / "1x_gray.pth", Compact(num_in_ch=1, num_out_ch=1, num_feat=8, num_conv=2,
+                                                         upscale=2).state_dict(), "params")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    r = runner.invoke(app, ["upscale", str(tmp_path / "a.png"), "--model", str(gray), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip() == (f"error: {gray}: a RealESRGAN Compact model with 1 input and 1 output channels; "
+                                f"srx runs RGB models (3 -> 3)")
+
+
 class _Payload:
     """Unpickling this runs code: it creates a file."""
 
