@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointFormatError, WeightsMissingError
+from ..errors import CheckpointFormatError, ManifestError, WeightsMissingError
 from .base import ModelFamily, TilePlan
 
 FORMAT = "spandrel"  # a state dict whose architecture spandrel detects
@@ -120,7 +120,8 @@ class SpandrelFamily(ModelFamily):
         """The spec of a model file given as ``--model`` (its architecture and scale detected; converted once)."""
         from dataclasses import replace
 
-        from ..models.loading import load_converted_checkpoint
+        from ..models.checkpoints import read_model_json
+        from ..models.loading import converted_copy, load_converted_checkpoint
         from ..models.registry import ModelSpec, WeightsSource
 
         if path.suffix.lower() not in MODEL_FILE_SUFFIXES:
@@ -130,7 +131,12 @@ class SpandrelFamily(ModelFamily):
         spec = ModelSpec(name=str(path), family=self.name, format=FORMAT, base=None,
                          weights=WeightsSource(filename=path.name, path=str(path)),
                          license="the file's own (see where you got it)")
-        net = load_converted_checkpoint(spec).net or {}  # converted once (cached by the file's sha256)
+        cached = converted_copy(spec)  # converted before (keyed by the file's sha256): its settings alone
+        try:
+            net = read_model_json(cached).get("checkpoint", {}).get("net") if cached else None
+        except (CheckpointFormatError, ManifestError):
+            net = None
+        net = net or load_converted_checkpoint(spec).net or {}  # converts once (a damaged copy again)
         scale = int(net.get("scale", 0))
         if scale < 1:
             raise CheckpointFormatError(f"{path}: its cached conversion names no scale; delete the srx cache's "
