@@ -83,6 +83,17 @@ def test_an_unknown_baseline_is_a_usage_error_naming_it(hf_home, tmp_path):
     assert r.exit_code == 2 and "unknown model 'no-such-model'" in r.stderr, r.output
 
 
+def test_a_registry_model_is_a_baseline_by_its_name(hf_home, tmp_path):
+    """Offline and not downloaded yet: the registry's Real-ESRGAN is the baseline asked for, and the one line
+    says how to get its file."""
+    data = _paired_set(tmp_path / "set", n=1)
+    r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "bicubic", "--metrics", "psnr",
+                            "--baseline", "realesrgan-x4plus"])
+    assert r.exit_code == 2, r.output
+    (line,) = r.stderr.strip().splitlines()
+    assert "RealESRGAN_x4plus.pth for 'realesrgan-x4plus'" in line and "srx models download realesrgan-x4plus" in line
+
+
 def test_realesrgan_x4plus_is_compared_with_the_papers_real_esrgan_row():
     method, values, source = paper_values("realesrgan-x4plus", "RealSR")
     assert method == "Real-ESRGAN" and "OSEDiff" in source
