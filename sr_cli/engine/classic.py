@@ -34,7 +34,7 @@ class ClassicSR(nn.Module):
     def architecture(self) -> str:
         return self.descriptor.architecture.name
 
-    def place(self, device: torch.device, dtype: torch.dtype) -> "ClassicSR":
+    def place(self, device: torch.device, dtype: torch.dtype) -> ClassicSR:
         """Move and cast; a half precision the architecture does not support (SwinIR in fp16) runs in fp32."""
         flag = _HALF_FLAGS.get(dtype)
         if flag is not None and not getattr(self.descriptor, flag):

@@ -163,8 +163,8 @@ class SpandrelFamily(ModelFamily):
             tensors[f"net.{key}"] = value.clone() if ptr in seen and value.numel() else value
             seen.add(ptr)
         return ConvertedCheckpoint(tensors=tensors, source_format=spec.format,
-                                 net={"architecture": descriptor.architecture.name, "scale": int(descriptor.scale),
-                                      "tiling": descriptor.tiling.name.lower()})
+                                   net={"architecture": descriptor.architecture.name, "scale": int(descriptor.scale),
+                                        "tiling": descriptor.tiling.name.lower()})
 
     def check_import(self, spec, file: Path) -> None:
         self._check_scale(spec, describe(read_state_dict(file), file), file)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.classic import make_model_file, spandrel_forward
 from PIL import Image
 from typer.testing import CliRunner
 
 from sr_cli.cli import app
 from sr_cli.evaluate.report import paper_values
-from helpers.classic import make_model_file, spandrel_forward
 
 pytest.importorskip("pyiqa")
 runner = CliRunner()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.classic import BUILDERS, make_model_file, save_model, spandrel_forward
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,7 +22,6 @@ from sr_cli.errors import CheckpointFormatError
 from sr_cli.families import FAMILIES
 from sr_cli.models.loading import load_model
 from sr_cli.models.registry import get_spec
-from helpers.classic import BUILDERS, make_model_file, save_model, spandrel_forward
 
 runner = CliRunner()
 CPU = torch.device("cpu")
