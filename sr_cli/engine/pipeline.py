@@ -168,8 +168,10 @@ class SRModel:
         if lr.dtype != torch.uint8 and not lr.is_floating_point():
             raise UsageError(f"expected a uint8 (8-bit) or float image tensor, got {lr.dtype}")
         height, width = output_size(lr.shape[-2], lr.shape[-1], opts.scale)
-        # The model runs at its native scale; other factors resize its result (Lanczos) afterwards.
-        native_h, native_w = output_size(lr.shape[-2], lr.shape[-1], self.native_scale)
+        # The model runs at its native scale; other factors resize its result (Lanczos) afterwards, except in
+        # families whose authors run any factor themselves (HYPIR upsamples the input by it).
+        native_h, native_w = (height, width) if self.family.any_scale else output_size(lr.shape[-2], lr.shape[-1],
+                                                                                       self.native_scale)
         self.family.check_sampler(self.spec, opts.sampler)
         plan = self.family.plan(self, lr, opts, (native_h, native_w), options)
         out = run_tiled(plan.source, plan.tile_fn, tile=plan.tile, overlap=plan.overlap, batch=opts.tile_batch,

@@ -67,6 +67,9 @@ class ModelFamily:
 
     name: str = ""
     samplers: tuple[str, ...] = ("one-step",)
+    # True: ``plan`` takes any output size (the authors' code upsamples by any factor, HYPIR's); False: the
+    # model runs at its native scale and other factors resize its result.
+    any_scale: bool = False
     # Dual-LoRA families (PiSA-SR): the default (pixel, semantic) guidance scales; None: no such pair of LoRAs.
     guidance_defaults: tuple[float, float] | None = None
     formats: ClassVar[dict[str, Callable[[dict, Path], Any]]] = {}
@@ -134,7 +137,8 @@ class ModelFamily:
 
     def plan(self, model, lr, opts, size: tuple[int, int], requested=None) -> TilePlan:
         """``lr``: the input image (uint8 or float, ``(1, 3, h, w)``); ``opts``: the resolved options;
-        ``size``: the native output size; ``requested``: the options as the caller gave them (None fields)."""
+        ``size``: the native output size (the requested one with ``any_scale``); ``requested``: the options as the
+        caller gave them (None fields)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ bench and descriptions

@@ -57,6 +57,7 @@ class HYPIRFamily(SDOneStepFamily):
     """The SD one-step family's network and loading; HYPIR's own formats and upscaling plan."""
 
     name = "hypir"
+    any_scale = True  # the authors' --upscale takes any factor (1 in their Gradio app and Cog predictor)
     formats: ClassVar = {HYPIR_FORMAT: convert_hypir}
 
     def detect(self, obj: Any) -> str | None:

@@ -57,6 +57,8 @@ def _args(case: str) -> list[str]:
         args += ["--seed", str(META["seed"])]
     if c["prompt"]:
         args += ["--prompt", c["prompt"]]
+    if c.get("upscale", 4) != 4:
+        args += ["--scale", str(c["upscale"])]  # run at that factor, as theirs (not x4 then resized)
     return args
 
 
@@ -76,7 +78,8 @@ def _upscale(case: str, out: Path, *extra: str) -> np.ndarray:
 def _distance(ours: np.ndarray, case: str) -> tuple[int, float]:
     theirs = np.asarray(Image.open(FIXTURES / f"{case}.png").convert("RGB")).astype(np.int16)
     w, h, _ = META["cases"][case]["lr"]
-    assert ours.shape == theirs.shape == (4 * h, 4 * w, 3)
+    s = META["cases"][case].get("upscale", 4)
+    assert ours.shape == theirs.shape == (s * h, s * w, 3)
     diff = np.abs(ours - theirs)
     print(f"{case}: max {diff.max()}, mean {diff.mean():.4f}, differing {np.mean(diff > 0):.4%}")
     return int(diff.max()), float(diff.mean())
@@ -85,7 +88,7 @@ def _distance(ours: np.ndarray, case: str) -> tuple[int, float]:
 @pytest.mark.parametrize("case", list(META["cases"]))
 def test_upscale_equals_the_authors_script_on_8bit_output(hypir_hub, case, tmp_path):
     """Through the Hub cache and the real loading path: enlargement of small images, padding, the three tiled
-    stages, seeded or mean posterior, a caption, their defaults (512/256) and their wavelet fix."""
+    stages, seeded or mean posterior, a caption, their defaults (512/256), their wavelet fix, x1 and x2."""
     ours = _upscale(case, tmp_path)
     worst, mean = _distance(ours, case)
     assert worst <= 2 and mean <= 0.5, (worst, mean)
