@@ -3,7 +3,7 @@
 
 For an input ``lr`` in [0, 1] (8-bit images as ``value / 255``)::
 
-    ref = bicubic(lr, x4)                     torch's bicubic (a = -0.75, not antialiased, not clamped)
+    ref = bicubic(lr, x scale)                torch's bicubic (a = -0.75, not antialiased, not clamped); x4 or any
     x   = ref, its shorter side enlarged to the tile size when it is not larger (antialiased bicubic)
     x   = pad(2x - 1) to a multiple of 8      zeros, right and bottom
     z   = tiled E(x) * s                      posterior mean (a sample with a seed); tiles of `tile` pixels
@@ -32,7 +32,7 @@ GAUSSIAN_VARIANCE = 0.01  # of the tile weights, relative to the tile size
 
 
 def authors_upsample(lr: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``F.interpolate(lr, scale_factor=4, mode="bicubic")`` as the authors upsample (float in, float out)."""
+    """``F.interpolate(lr, scale_factor=upscale, mode="bicubic")`` as the authors upsample (float in, float out)."""
     return F.interpolate(lr.float(), size=(height, width), mode="bicubic")
 
 
@@ -108,7 +108,7 @@ def blend_tiles(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, siz
 def hypir_enhance(net, reference: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor, *, tile: int,
                   overlap: int, color_fix: str, generator: torch.Generator | None = None,
                   tile_batch: int = 1) -> torch.Tensor:
-    """The authors' ``enhance`` after upsampling: ``reference`` (``(1, 3, H, W)``, [0, 1], the x4 bicubic input)
+    """The authors' ``enhance`` after upsampling: ``reference`` (``(1, 3, H, W)``, [0, 1], the bicubic input)
     -> the color-fixed result ``(1, 3, H, W)`` on the CPU, not clamped (the caller clamps and quantizes).
 
     ``net`` is the SD one-step network (``OneStepSD``) with HYPIR's LoRA; ``tile`` 0 runs every stage whole
