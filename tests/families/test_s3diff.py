@@ -34,6 +34,8 @@ def s3diff_files(tiny_sd, tmp_path_factory) -> tuple[Path, Path]:
     spec.loader.exec_module(generator)
     assert generator.checkpoint_digest(*files) == META["files"], \
         "tests/helpers/s3diff_tiny.py's files changed: re-run make_s3diff_fixtures.py"
+    assert generator.base_digest(tiny_sd) == META["base"], \
+        "tests/helpers/tiny.py's base model changed: re-run make_s3diff_fixtures.py"
     return files
 
 
