@@ -9,11 +9,13 @@ output space, the color fix. Published format: PiSA-SR's ``pisa_sr.pkl`` (a torc
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import CheckpointFormatError
 from ..models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, ConvertedCheckpoint
+from .base import TilePlan
 from .sd_onestep import SDOneStepFamily, prefixed_tensors, require_keys, unique_names
 
 _PARTS = ("encoder", "decoder", "others")
@@ -40,6 +42,57 @@ def convert_pisa_sr(ckpt: dict, path: Path) -> ConvertedCheckpoint:
     return ConvertedCheckpoint(adapters, [], tensors, None, "pisa-sr-pkl")
 
 
+# test_pisasr.py enlarges an input whose shorter side is under process_size / upscale (512 / 4) pixels.
+ENLARGE_BELOW = 128
+
+
+def enlarged_plan(family, model, lr, opts, size: tuple[int, int], requested=None) -> TilePlan:
+    """test_pisasr.py on a small input: PIL bicubic to a shorter side of 128 (``int()`` of the scaled sides), x4
+    bicubic, Lanczos to multiples of 8, the network, ``ToPILImage``, the color fix against that enlarged input, and
+    PIL bicubic back to 4x the input. One piece for the pipeline: the network is tiled inside (``opts.tile``)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ..engine.color import apply_color_fix
+    from ..engine.pipeline import truncate_to_8bit
+    from ..engine.resize import pil_resize, to_unit_float
+    from ..engine.tiling import run_tiled
+
+    h, w = lr.shape[-2:]
+    eight_bit = lr.dtype == torch.uint8
+    factor = ENLARGE_BELOW / min(w, h)
+    w2, h2 = int(factor * w), int(factor * h)
+    w8, h8 = 4 * w2 - 4 * w2 % 8, 4 * h2 - 4 * h2 % 8
+    if eight_bit:  # the authors' 8-bit PIL images, each resize rounding to 8 bits
+        image = Image.fromarray(lr[0].permute(1, 2, 0).contiguous().numpy())
+        image = image.resize((w2, h2), Image.Resampling.BICUBIC).resize((4 * w2, 4 * h2), Image.Resampling.BICUBIC)
+        image = image.resize((w8, h8), Image.Resampling.LANCZOS)
+        enlarged = to_unit_float(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].contiguous())
+    else:  # 16-bit inputs: the same filters in float
+        enlarged = pil_resize(pil_resize(lr.clamp(0, 1), h2, w2), 4 * h2, 4 * w2)
+        enlarged = pil_resize(enlarged, h8, w8, Image.Resampling.LANCZOS)
+    inner = SDOneStepFamily.plan(family, model, lr, opts, (h8, w8), requested)
+    inner = replace(inner, source=enlarged, color_reference=lambda: enlarged)
+
+    def run(_native: torch.Tensor) -> torch.Tensor:
+        out = run_tiled(inner.source, inner.tile_fn, tile=inner.tile, overlap=inner.overlap, batch=opts.tile_batch)
+        out = out[:, :, :h8, :w8].clamp_(0, 1)
+        quantize = truncate_to_8bit if eight_bit else (lambda x: x)
+        out = quantize(out)
+        if opts.color_fix != "none":
+            out = quantize(apply_color_fix(opts.color_fix, out, enlarged))
+        if eight_bit:  # back to 4x the input as the authors' 8-bit PIL image
+            arr = (out[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            small = Image.fromarray(arr).resize((size[1], size[0]), Image.Resampling.BICUBIC)
+            return to_unit_float(torch.from_numpy(np.array(small)).permute(2, 0, 1)[None].contiguous())
+        return pil_resize(out, *size)
+
+    # The native-size reference only gives the pipeline the output's size: ``run`` works from ``lr``.
+    native = torch.zeros(1, 3, *size)
+    return TilePlan(native, run, 0, 0, lambda: native, authors_8bit_levels=eight_bit, color_fixed=True)
+
+
 class SDDualLoRAFamily(SDOneStepFamily):
     name = "sd-dual-lora"
     formats: ClassVar = {"pisa-sr-pkl": convert_pisa_sr}
@@ -57,6 +110,13 @@ class SDDualLoRAFamily(SDOneStepFamily):
 
     def step_options(self, opts) -> dict[str, Any]:
         return {"guidance": (opts.pixel_guidance, opts.semantic_guidance)}
+
+    def plan(self, model, lr, opts, size: tuple[int, int], requested=None) -> TilePlan:
+        """As the SD family, except for inputs with a side under ``ENLARGE_BELOW`` pixels: the authors' script
+        (``--process_size 512``) enlarges those first (``enlarged_plan``)."""
+        if min(lr.shape[-2:]) >= ENLARGE_BELOW or size != (4 * lr.shape[-2], 4 * lr.shape[-1]):
+            return super().plan(model, lr, opts, size, requested)
+        return enlarged_plan(self, model, lr, opts, size, requested)
 
     def describe_defaults(self, spec) -> list[tuple[str, str]]:
         pixel, semantic = self.guidance_defaults
