@@ -97,9 +97,9 @@ def test_upscale_equals_the_authors_script_on_8bit_output(hypir_hub, case, tmp_p
     assert worst <= 1 and np.mean(ours != theirs) < 0.001, np.mean(ours != theirs)
 
 
-@pytest.mark.parametrize("case", ["hypir_small_seed", "hypir_small_mean"])
+@pytest.mark.parametrize("case", ["hypir_small_mean"])
 def test_batched_tiles_give_the_authors_result(hypir_hub, case, tmp_path):
-    """--tile-batch 4: UNet and decoder tiles together (and encoder tiles without a seed), the same result."""
+    """--tile-batch 4: encoder, UNet and decoder tiles together (without a seed), the same result."""
     worst, mean = _distance(_upscale(case, tmp_path, "--tile-batch", "4"), case)
     assert worst <= 1 and mean <= 0.01, (worst, mean)
 
