@@ -100,9 +100,10 @@ def check_settings(s) -> None:
         _at_least(flag, value, minimum)
     if s.channels_last not in CHANNELS_LAST:
         fail(f"--channels-last must be one of {', '.join(CHANNELS_LAST)}, got {s.channels_last!r}")
-    if s.model not in RANDOM_WEIGHTS and s.model not in registry() and not is_model_dir(s.model):
+    if (s.model not in RANDOM_WEIGHTS and s.model not in registry() and not is_model_dir(s.model)
+            and not Path(s.model).expanduser().is_file()):
         fail(f"--model {s.model!r}: not {', '.join(RANDOM_WEIGHTS)}, a registry model "
-             f"({', '.join(sorted(registry()))}) or a model directory")
+             f"({', '.join(sorted(registry()))}), a model directory or a model file")
     if s.image is not None:
         _check_image(s.image)
     if s.json_file is not None:

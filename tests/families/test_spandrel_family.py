@@ -3,6 +3,7 @@ and blended, and gives what spandrel's plain forward gives; files srx cannot or 
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import replace
@@ -85,6 +86,16 @@ def test_a_model_file_upscales_through_the_cli_with_alpha(hf_home, tmp_path):
     ref = _levels(spandrel_forward(path, lr.float() / 255))[0].permute(1, 2, 0).numpy()
     assert np.abs(arr[..., :3].astype(int) - ref).max() <= 1
     assert np.abs(arr[..., 3].astype(int) - 200).max() <= 1
+
+
+def test_srx_bench_times_a_model_files_network(hf_home, tmp_path):
+    path = make_model_file(tmp_path, "compact", 2, ".safetensors")
+    r = runner.invoke(app, ["bench", "--model", str(path), "--size", "32", "--device", "cpu", "--repeat", "1",
+                            "--warmup", "0", "--json", str(tmp_path / "b.json")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["model"] == str(path) and doc["output"] == [64, 64] and doc["stages_s"]["network"] > 0
+    assert doc["flops_per_tile"] > 0  # one forward of the network on one LR tile
 
 
 def test_a_state_dict_no_architecture_matches_is_a_one_line_usage_error(hf_home, tmp_path):
