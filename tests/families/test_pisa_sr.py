@@ -29,12 +29,18 @@ runner = CliRunner()
 @pytest.fixture(scope="session")
 def pisa_pkl(tiny_sd, tmp_path_factory) -> Path:
     pkl = make_pisa_sr_pkl(tiny_sd, tmp_path_factory.mktemp("pisa") / "pisa_sr.pkl")
-    spec = importlib.util.spec_from_file_location("make_sd_fixtures", FIXTURES / "make_sd_fixtures.py")
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    assert generator.checkpoint_digest(pkl) == META["pisa_sr_pkl"], \
+    assert _fixture_script("make_sd_fixtures").checkpoint_digest(pkl) == META["pisa_sr_pkl"], \
         "tests/helpers/tiny_pisa.py's checkpoint changed: re-run make_pisa_sr_fixtures.py"
+    assert _fixture_script("make_s3diff_fixtures").base_digest(tiny_sd) == META["base"], \
+        "tests/helpers/tiny.py's base model changed: re-run make_pisa_sr_fixtures.py"
     return pkl
+
+
+def _fixture_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, FIXTURES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
