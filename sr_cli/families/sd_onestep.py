@@ -105,7 +105,6 @@ class SDOneStepFamily(ModelFamily):
         return None
 
     def build(self, spec, ckpt, *, download: bool, merge_lora: bool):
-        from ..engine.sd_onestep import OneStepSD
         from ..models import hub
 
         if spec.base is None:
