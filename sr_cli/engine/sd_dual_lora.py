@@ -16,6 +16,7 @@ so no second copy of the UNet's weights is kept (the authors keep one and swap w
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,34 +44,46 @@ class DualLoRASD(OneStepSD):
                         needs_text_encoder: bool = True) -> "DualLoRASD":
         ckpt = ckpt or ConvertedCheckpoint()
         model = super().from_pretrained(base_dir, ckpt, merge_lora=merge_lora, needs_text_encoder=needs_text_encoder)
-        model._add_semantic_removal(ckpt, active=[] if merge_lora else [a.name for a in ckpt.unet_adapters])
+        # The semantic LoRA's own weights (rank-r matrices, small), for its removal copy attached on first use:
+        # the default setting never pays for peft wrappers that stay inactive.
+        semantic = semantic_adapters(ckpt)
+        model._removal = [replace(a, name=a.name + REMOVAL_SUFFIX) for a in semantic]
+        model._removal_state = {}
+        for a in semantic:
+            tag = f".{a.name}."
+            model._removal_state |= {k.replace(tag, f".{a.name}{REMOVAL_SUFFIX}."): v
+                                     for k, v in ckpt.component_state("unet").items() if tag in k and ".lora_" in k}
+        model._active = [] if merge_lora else [a.name for a in ckpt.unet_adapters]  # what the default pass runs
+        model._lora_layers = None
         return model
 
-    def _add_semantic_removal(self, ckpt: ConvertedCheckpoint, active: list[str]) -> None:
+    def _attach_removal(self) -> None:
         """Attach the semantic LoRA again, at scale -1, inactive: switched on it leaves base + pixel LoRA."""
         from peft.tuners.lora import LoraLayer
 
-        semantic = semantic_adapters(ckpt)
-        removal = [replace(a, name=a.name + REMOVAL_SUFFIX) for a in semantic]
-        attach_adapters(self.unet, removal)
-        state = {}
-        for a in semantic:
-            tag = f".{a.name}."
-            state |= {k.replace(tag, f".{a.name}{REMOVAL_SUFFIX}."): v
-                      for k, v in ckpt.component_state("unet").items() if tag in k and ".lora_" in k}
-        load_component_state(self.unet, state, "unet")
+        attach_adapters(self.unet, self._removal)  # peft puts it on the device and in the dtype of each layer
+        load_component_state(self.unet, self._removal_state, "unet")
         self._lora_layers = [m for m in self.unet.modules() if isinstance(m, LoraLayer)]
         for layer in self._lora_layers:
-            for a in removal:
+            for a in self._removal:
                 layer.set_scale(a.name, -1.0)
-        self._active = list(active)
-        self._removal = [a.name for a in removal]
         self._activate(self._active)
         self.unet.requires_grad_(False)
 
     def _activate(self, names: list[str]) -> None:
         for layer in self._lora_layers:
             layer.set_adapter(names, inference_mode=True)
+
+    @contextmanager
+    def pixel_only(self):
+        """The UNet as base + pixel LoRA while inside (the semantic LoRA subtracted on the fly)."""
+        if self._lora_layers is None:
+            self._attach_removal()
+        self._activate(self._active + [a.name for a in self._removal])
+        try:
+            yield self.unet
+        finally:
+            self._activate(self._active)
 
     def latent_step(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                     guidance: tuple[float, float] | None = None) -> torch.Tensor:
@@ -81,11 +94,8 @@ class DualLoRASD(OneStepSD):
             residual = self.unet(zin, t, encoder_hidden_states=cond).sample.float()
         else:
             full = None if semantic == 0 else self.unet(zin, t, encoder_hidden_states=cond).sample.float()
-            self._activate(self._active + self._removal)
-            try:
-                pix = self.unet(zin, t, encoder_hidden_states=cond).sample.float()
-            finally:
-                self._activate(self._active)
+            with self.pixel_only() as unet:
+                pix = unet(zin, t, encoder_hidden_states=cond).sample.float()
             # As the authors' code orders it: the semantic part is the difference of the two passes.
             residual = pixel * pix if full is None else pixel * pix + semantic * (full - pix)
         return z.float() - residual

@@ -180,9 +180,8 @@ def test_two_pass_guidance_at_one_one_equals_the_single_pass(pisa_model):
     single = sr.net.latent_step(z, t, text, guidance=(1.0, 1.0))
     # The two passes, as the adjustable path computes them (pixel-only pass with the semantic LoRA removed).
     full = sr.net.unet(z, t, encoder_hidden_states=text).sample
-    sr.net._activate(sr.net._active + sr.net._removal)
-    pix = sr.net.unet(z, t, encoder_hidden_states=text).sample
-    sr.net._activate(sr.net._active)
+    with sr.net.pixel_only() as unet:
+        pix = unet(z, t, encoder_hidden_states=text).sample
     assert (single - (z - (pix + (full - pix)))).abs().max() < 1e-5
     assert (full - pix).abs().max() > 1e-2  # the semantic LoRA does something: the check can fail
     # Semantic 0: the pixel LoRA alone, one pass.
