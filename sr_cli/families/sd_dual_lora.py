@@ -120,7 +120,10 @@ class SDDualLoRAFamily(SDOneStepFamily):
 
     def describe_defaults(self, spec) -> list[tuple[str, str]]:
         pixel, semantic = self.guidance_defaults
-        return super().describe_defaults(spec) + [("pixel guidance", str(pixel)), ("semantic guidance", str(semantic))]
+        return super().describe_defaults(spec) + [
+            ("pixel guidance", str(pixel)), ("semantic guidance", str(semantic)),
+            ("small inputs", f"a side under {ENLARGE_BELOW} px: enlarged to it first, the result reduced back "
+                             f"(the authors' process size 512)")]
 
 
 FAMILY = SDDualLoRAFamily()

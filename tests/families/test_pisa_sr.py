@@ -231,6 +231,7 @@ def test_default_guidance_is_the_authors_and_shown_by_models_info(monkeypatch):
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     assert "pixel guidance: 1.0" in text and "semantic guidance: 1.0" in text and "timestep: 1" in text
+    assert "small inputs: a side under 128 px: enlarged to it first" in text
     assert "license: Apache-2.0 per the authors' README" in text
     assert "drive.google.com" in text and "srx models import pisa-sr pisa_sr.pkl" in text
     r = runner.invoke(app, ["models", "list"])
