@@ -37,7 +37,8 @@ def train(
     data: DataOpt = None,
     output: OutputOpt = None,
     config: ConfigOpt = None,
-    base: Annotated[Optional[str], typer.Option("--base", help="Base diffusion model: diffusers dir or org/name\\[@rev].")] = None,
+    base: Annotated[Optional[str], typer.Option(
+        "--base", help="SD methods: base diffusion model, diffusers dir or org/name\\[@rev] (default: the method's).")] = None,
     max_steps: MaxStepsOpt = None,
     batch_size: BatchSizeOpt = None,
     grad_accum: GradAccumOpt = None,
@@ -49,10 +50,11 @@ def train(
     lr_decay_start: Annotated[Optional[int], typer.Option(
         "--lr-decay-start", help="Step where the cosine decay begins.")] = None,
     resolution: Annotated[Optional[int], typer.Option("--resolution", help="HQ crop size (default 512).")] = None,
-    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank (method default: 4 or 16).")] = None,
+    lora_rank: Annotated[Optional[int], typer.Option(
+        "--lora-rank", help="SD methods: LoRA rank (method default: 4 or 16).")] = None,
     mixed_precision: MixedPrecisionOpt = None,
     gradient_checkpointing: Annotated[Optional[bool], typer.Option(
-        "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute UNet activations to save memory.")] = None,
+        "--gradient-checkpointing/--no-gradient-checkpointing", help="SD methods: recompute UNet activations to save memory.")] = None,
     checkpoint_every: CheckpointEveryOpt = None,
     validate_every: ValidateEveryOpt = None,
     validation_image: ValidationImageOpt = None,
@@ -60,7 +62,7 @@ def train(
     loss_weight: LossWeightOpt = None,
     bicubic_prob: Annotated[Optional[float], typer.Option(
         "--bicubic-prob", help="Share of samples with plain bicubic downsampling instead of Real-ESRGAN degradation.")] = None,
-    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Fixed text condition.")] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="SD methods: fixed text condition.")] = None,
     perceptual_pretrained: PerceptualOpt = None,
     clip_model: ClipModelOpt = None,
     seed: TrainSeedOpt = None,
@@ -69,7 +71,8 @@ def train(
 ) -> None:
     """Train a one-step model (OSEDiff, Hero-SR or DFOSD recipe) from a pretrained diffusion model.
 
-    Multi-GPU / multi-node: `accelerate launch -m sr_cli.cli train ...`.
+    Options marked with a method apply to those methods only (osediff, hero-sr and dfosd are the SD methods);
+    giving one to another method is a usage error. Multi-GPU / multi-node: `accelerate launch -m sr_cli.cli train ...`.
     """
     from ..train.config import load_recipe, resolve_config
 

@@ -27,7 +27,7 @@ from ..io.fsio import atomic_write, write_text
 from ..models.checkpoints import safe_torch_load, write_model_dir
 from .config import TrainConfig
 from .data import CropDataset, StepBatchSampler, step_generator
-from .methods import TrainMethod, build_method
+from .methods import METHODS, TrainMethod, build_method
 
 CHECKPOINTS = "checkpoints"
 
@@ -44,9 +44,10 @@ def resolve_base_dir(cfg: TrainConfig) -> Path | None:
     from ..models import hub
     from ..models.loading import base_override
 
-    if cfg.base_or_default is None:  # the lite model has no base model
+    base = METHODS[cfg.method].base_model(cfg)
+    if base is None:  # the lite model and the distilled students have no base diffusion model
         return None
-    return hub.resolve_base(base_override(cfg.base_or_default), f"train:{cfg.method}")
+    return hub.resolve_base(base_override(base), f"train:{cfg.method}")
 
 
 def make_optimizers(method: TrainMethod, cfg: TrainConfig):

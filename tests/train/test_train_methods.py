@@ -88,6 +88,44 @@ def test_train_cli_loss_weight_option(tmp_path):
     assert r.exit_code == 2 and "expected NAME=NUMBER" in r.output
 
 
+def test_method_options_are_declared_by_each_method_and_routed_from_flat_names(tmp_path):
+    config_fields = {f.name for f in fields(TrainConfig)}
+    for cls in METHODS.values():
+        own = {f.name for f in fields(cls.Options)}
+        assert not own & config_fields, cls.name  # an option lives in one place: the config or the method
+    dfosd = resolve_config("dfosd", None)
+    assert isinstance(dfosd.options, METHODS["dfosd"].Options)
+    assert (dfosd.options.lora_rank, dfosd.options.lora_alpha, dfosd.options.base) == (
+        16, 16.0, "stabilityai/stable-diffusion-2-1-base")
+    assert resolve_config("hero-sr", None).options.base == "stabilityai/sd-turbo"
+    assert resolve_config("hf-diff", None).options.student == "sinsr"
+    routed = resolve_config("osediff", {"lora_rank": 8, "lr": 1e-4}, cfg=3.0)
+    assert (routed.options.lora_rank, routed.options.cfg, routed.lr) == (8, 3.0, 1e-4)
+    assert not hasattr(resolve_config("lite", None), "lora_rank")  # lite has no LoRA
+    saved = routed.to_dict()  # flat, as recipes are
+    assert saved["lora_rank"] == 8 and "options" not in saved
+    assert resolve_config(None, saved) == routed
+    with pytest.raises(UsageError, match=r"^--prompt: lite has no such option \(an option of osediff, hero-sr, dfosd\)$"):
+        resolve_config("lite", None, prompt="a photo")
+    with pytest.raises(UsageError, match=r"^recipe: teacher: osediff has no such option \(an option of sinsr"):
+        resolve_config("osediff", {"teacher": "resshift"})
+    with pytest.raises(UsageError, match="lora_rank must be >= 1"):
+        resolve_config("hero-sr", None, lora_rank=0)
+    with pytest.raises(UsageError, match="lite_channels must be positive"):
+        resolve_config("lite", {"lite_channels": []})
+
+
+def test_train_cli_refuses_an_option_of_another_method(tmp_path):
+    from typer.testing import CliRunner
+
+    from sr_cli.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--method", "lite", "--data", str(tmp_path), "-o", str(tmp_path / "o"),
+                                 "--lora-rank", "8"])
+    assert r.exit_code == 2 and "--lora-rank: lite has no such option (an option of osediff, hero-sr, dfosd)" in r.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_sd_generator_is_the_engines_forward_bit_for_bit(tiny_sd, tmp_path):
     """Training's generator runs ``OneStepSD.forward`` itself: VAE shift factor, padding, float64 x0 included."""
     from sr_cli.models.registry import get_spec

@@ -1,7 +1,7 @@
 """Training methods, one class each (``base.TrainMethod``); the registry is built from the classes.
 
-Adding a method: a module here with a ``TrainMethod`` subclass (name, defaults, loss_weights, loss_terms,
-export), listed in ``_CLASSES`` below. ``srx train`` runs the methods whose ``command`` is ``train``,
+Adding a method: a module here with a ``TrainMethod`` subclass (name, defaults, its ``Options``, loss_weights,
+loss_terms, export), listed in ``_CLASSES`` below. ``srx train`` runs the methods whose ``command`` is ``train``,
 ``srx distill`` those whose ``command`` is ``distill``.
 """
 

@@ -1,4 +1,8 @@
-"""``TrainMethod``: what every training method is — a name, its paper defaults, its loss terms.
+"""``TrainMethod``: what every training method is — a name, its paper defaults, its options, its loss terms.
+
+A method's own options (what only it uses: LoRA rank, prompt, teacher, ...) are its ``Options`` dataclass,
+with the paper's values as defaults and checks in ``__post_init__``; ``TrainConfig.options`` holds one.
+A subclass extends its parent's: ``@dataclass class Options(Parent.Options): ...``.
 
 A method is an ``nn.Module`` whose ``forward(lq, hq)`` returns its loss terms and their weighted sum
 (``total``), so that accelerate/DDP can wrap it. A method computes its terms unweighted in
@@ -10,31 +14,57 @@ score, a discriminator) is the submodule ``aux``: its parameters are not the gen
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ...errors import UsageError
+
+if TYPE_CHECKING:  # the config imports the methods (to build their options)
+    from ..config import TrainConfig
 
 AUX = "aux"  # the auxiliary network's attribute (and its parameters' prefix)
+
+
+@dataclass
+class CLIPOptions:
+    """Options of the methods with a CLIP loss."""
+
+    clip_model: str = "openai/clip-vit-base-patch32"  # a Hub id or a directory (transformers CLIPModel)
+
+
+def at_least_one(options: Any, *names: str) -> None:
+    for name in names:
+        if getattr(options, name) < 1:
+            raise UsageError(f"{name} must be >= 1")
 
 
 class TrainMethod(nn.Module):
     name: ClassVar[str]
     command: ClassVar[str] = "train"  # the srx command that runs it: train | distill
     summary: ClassVar[str] = ""  # one line for --help and docs
-    base: ClassVar[str | None] = None  # the default base diffusion model (None: the method needs none)
-    defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig fields as the paper trains
+    defaults: ClassVar[dict[str, Any]] = {}  # common TrainConfig fields as the paper trains
     loss_weights: ClassVar[dict[str, float]] = {}  # every loss term, with its default weight
+
+    @dataclass
+    class Options:
+        """The method's own options (none here)."""
 
     def __init__(self, cfg: TrainConfig):
         super().__init__()
         self.cfg = cfg
+        self.options = cfg.options
         self.aux: nn.Module | None = None
         self.net: nn.Module  # the engine's network that inference runs (what is exported)
 
     # ------------------------------------------------------------------ what a method defines
+    @classmethod
+    def base_model(cls, cfg: TrainConfig) -> str | None:
+        """The base diffusion model to fetch before building (None: the method needs none)."""
+        return None
+
     def loss_terms(self, lq: torch.Tensor, hq: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple | None]:
         """(unweighted loss terms by name, the inputs of ``aux``'s own loss or None) for a batch in [0, 1]."""
         raise NotImplementedError
@@ -81,8 +111,6 @@ class TrainMethod(nn.Module):
 
 def check_loss_weights(method: type[TrainMethod], weights: dict[str, Any]) -> dict[str, float]:
     """The method's default weights updated with ``weights``; an unknown term is a usage error."""
-    from ...errors import UsageError
-
     unknown = sorted(set(weights) - set(method.loss_weights))
     if unknown:
         raise UsageError(f"--loss-weight {unknown[0]}: {method.name} has no such loss term "

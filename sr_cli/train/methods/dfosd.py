@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -10,9 +12,11 @@ from torch import nn
 
 from ...models.checkpoints import AdapterSpec
 from ...models.lora import attach_adapters, osediff_unet_targets
-from ..config import TrainConfig
 from ..perceptual import ea_dists_loss, make_dists
 from .one_step_sd import OneStepSDMethod, lora_alpha, train_only_lora
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 class DFOSDMethod(OneStepSDMethod):
@@ -20,15 +24,20 @@ class DFOSDMethod(OneStepSDMethod):
 
     name = "dfosd"
     summary = "DFOSD: MSE + edge-aware DISTS + noise-aware adversarial loss, learned text embedding"
-    defaults = {"lora_rank": 16, "lora_alpha": 16.0, "lr": 5e-5, "lr_aux": 5e-7, "timestep": 999}
+    defaults = {"lr": 5e-5, "lr_aux": 5e-7}
     loss_weights = {"mse": 1.0, "ea_dists": 1.0, "adv": 5e-3}
+
+    @dataclass
+    class Options(OneStepSDMethod.Options):
+        lora_rank: int = 16
+        lora_alpha: float | None = 16.0
 
     def __init__(self, cfg: TrainConfig, base_dir: Path):
         super().__init__(cfg, base_dir)
         self.net.learned_text_embedding = nn.Parameter(self.prompt_embedding.clone(), requires_grad=True)
         self.net.text_encoder = self.net.tokenizer = None  # not needed once the embedding is learned
         self.dists = make_dists(cfg.perceptual_pretrained)
-        self.aux = NoiseAwareDiscriminator(self.base_dir, cfg, lora_alpha(cfg))
+        self.aux = NoiseAwareDiscriminator(self.base_dir, self.options.lora_rank, lora_alpha(self.options))
 
     def text_condition(self):
         return self.net.learned_text_embedding
@@ -54,7 +63,7 @@ class NoiseAwareDiscriminator(nn.Module):
     """DFOSD's discriminator: the base UNet's time embedding, down and mid blocks (with LoRA) read a noised
     latent at a random timestep; an MLP on the pooled mid-block features gives one logit."""
 
-    def __init__(self, base_dir: Path, cfg: TrainConfig, alpha: float):
+    def __init__(self, base_dir: Path, rank: int, alpha: float):
         super().__init__()
         from diffusers import UNet2DConditionModel
 
@@ -62,7 +71,7 @@ class NoiseAwareDiscriminator(nn.Module):
         unet.up_blocks = nn.ModuleList()  # only the encoder half is used
         unet.conv_norm_out = unet.conv_act = unet.conv_out = None
         enc, _, others = osediff_unet_targets(unet)
-        self.adapter = AdapterSpec("disc", cfg.lora_rank, alpha, tuple(enc + others))
+        self.adapter = AdapterSpec("disc", rank, alpha, tuple(enc + others))
         attach_adapters(unet, [self.adapter])
         train_only_lora(unet)
         self.unet = unet

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ...models.checkpoints import AdapterSpec
 from ...nets.dtsm import DynamicTimestepModule
-from ..config import TrainConfig
 from ..perceptual import CLIPPerception, lpips_loss, make_lpips
+from .base import CLIPOptions
 from .one_step_sd import OneStepSDMethod
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 # Hero-SR's UNet LoRA targets (suffix patterns, peft matching), as in img2img-turbo-style one-step code.
 UNET_SUFFIX_TARGETS = ("to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "conv_out",
@@ -33,16 +38,21 @@ class HeroSRMethod(OneStepSDMethod):
 
     name = "hero-sr"
     summary = "Hero-SR: MSE + LPIPS + CLIP text-/image-aligned perceptual losses, dynamic timestep"
-    base = "stabilityai/sd-turbo"
     inference_defaults_from = "hero-sr"
-    defaults = {"lora_rank": 16, "lr": 5e-5, "prompt": " "}
+    defaults = {"lr": 5e-5}
     loss_weights = {"mse": 2.0, "lpips": 5.0, "td_pal": 1.0, "id_sal": 0.5}
+
+    @dataclass
+    class Options(OneStepSDMethod.Options, CLIPOptions):
+        base: str = "stabilityai/sd-turbo"
+        lora_rank: int = 16
+        prompt: str = " "
 
     def __init__(self, cfg: TrainConfig, base_dir: Path):
         super().__init__(cfg, base_dir)
         self.net.dtsm.requires_grad_(True)
-        self.lpips = make_lpips(cfg.lpips_net, cfg.perceptual_pretrained)
-        self.clip = CLIPPerception.load(cfg.clip_model, HERO_SR_ATTRIBUTE_PROMPTS, cfg.perceptual_pretrained)
+        self.lpips = make_lpips(self.options.lpips_net, cfg.perceptual_pretrained)
+        self.clip = CLIPPerception.load(self.options.clip_model, HERO_SR_ATTRIBUTE_PROMPTS, cfg.perceptual_pretrained)
 
     def unet_lora_specs(self, unet, rank, alpha):
         return [AdapterSpec("default", rank, alpha, UNET_SUFFIX_TARGETS)]

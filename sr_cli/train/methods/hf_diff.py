@@ -4,7 +4,9 @@ last-module features of the decoded SR and the GT; needs the authors' ``inn_pret
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -12,8 +14,10 @@ from torch import nn
 
 from ...errors import UsageError
 from ...models.checkpoints import safe_torch_load
-from ..config import TrainConfig
 from .resshift_student import ResShiftStudentMethod
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 class CouplingModule(nn.Module):
@@ -112,16 +116,23 @@ class HFDiffMethod(ResShiftStudentMethod):
     name = "hf-diff"
     summary = "HF-Diff: SinSR losses + invertible-network high-frequency + DINOv2 Jensen-Shannon losses"
     paper = "Sami et al., HF-Diff, arXiv:2411.13548"
-    defaults = {**ResShiftStudentMethod.defaults, "student": "sinsr", "batch_size": 32}
+    defaults = {**ResShiftStudentMethod.defaults, "batch_size": 32}
     loss_weights = {"distill": 1.0, "inverse": 1.0, "consistency": 1.0, "inn": 0.2, "dino": 0.15}
 
+    @dataclass
+    class Options(ResShiftStudentMethod.Options):
+        student: str | None = "sinsr"
+        inn_weights: str | None = None  # the authors' inn_pretrained.pt
+        dino_model: str = "facebook/dinov2-small"  # a Hub id or a directory (transformers Dinov2Model)
+
     def __init__(self, cfg: TrainConfig, base_dir: Path | None = None):
-        if cfg.loss_weights.get("inn") and not cfg.inn_weights:
+        opts = cfg.options
+        if cfg.loss_weights.get("inn") and not opts.inn_weights:
             raise UsageError("--method hf-diff needs the authors' pretrained invertible network: pass --inn-weights "
                              "inn_pretrained.pt (from the HF-Diff repository's Google Drive), or --loss-weight inn=0")
         super().__init__(cfg, base_dir)
-        self.inn = HighFrequencyINN.load(cfg.inn_weights).requires_grad_(False).eval() if self.weight("inn") else None
-        self.dino = DINOEmbedder(cfg.dino_model, cfg.perceptual_pretrained) if self.weight("dino") else None
+        self.inn = HighFrequencyINN.load(opts.inn_weights).requires_grad_(False).eval() if self.weight("inn") else None
+        self.dino = DINOEmbedder(opts.dino_model, cfg.perceptual_pretrained) if self.weight("dino") else None
 
     def train(self, mode: bool = True):
         super().train(mode)

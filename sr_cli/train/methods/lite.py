@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from ...errors import UsageError
 from ...models.checkpoints import ConvertedCheckpoint
 from ...models.registry import ModelSpec, get_spec
-from ..config import TrainConfig
-from .base import TrainMethod
+from .base import TrainMethod, at_least_one
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 class LiteMethod(TrainMethod):
@@ -19,17 +23,26 @@ class LiteMethod(TrainMethod):
 
     name = "lite"
     summary = "srx lite: pixel L1 of a small one-step UNet (no base model)"
-    base = None
-    defaults = {"lr": 2e-4, "resolution": 128, "batch_size": 16, "bicubic_prob": 0.5, "weight_decay": 0.0,
-                "timestep": 0}
+    defaults = {"lr": 2e-4, "resolution": 128, "batch_size": 16, "bicubic_prob": 0.5, "weight_decay": 0.0}
     loss_weights = {"l1": 1.0}
+
+    @dataclass
+    class Options:
+        lite_channels: list[int] = field(default_factory=lambda: [48, 96, 160])  # UNet widths, one per level
+        lite_blocks: int = 2  # residual blocks per level and direction
+
+        def __post_init__(self):
+            at_least_one(self, "lite_blocks")
+            if not self.lite_channels or min(self.lite_channels) < 1:
+                raise UsageError(f"lite_channels must be positive widths, got {self.lite_channels!r}")
 
     def __init__(self, cfg: TrainConfig, base_dir: Path | None = None):
         super().__init__(cfg)
         from ...engine.lite import OneStepLite
         from ...nets.lite import LiteUNet
 
-        self.net_config = {"latent_factor": cfg.scale, "channels": list(cfg.lite_channels), "blocks": cfg.lite_blocks}
+        self.net_config = {"latent_factor": cfg.scale, "channels": list(self.options.lite_channels),
+                           "blocks": self.options.lite_blocks}
         self.net = OneStepLite(LiteUNet(**self.net_config))
         self.net.dtype = torch.float32
         self.net.unet.requires_grad_(True)

@@ -7,8 +7,9 @@ exported as a ``ModelSpec`` whose defaults reproduce the training conditions at 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +19,10 @@ from ...models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, Converte
 from ...models.lora import attach_adapters, osediff_unet_targets, osediff_vae_targets
 from ...models.registry import BaseModel, ModelSpec, get_spec
 from ...nets.dtsm import DynamicTimestepModule
-from ..config import TrainConfig
-from .base import TrainMethod
+from .base import TrainMethod, at_least_one
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 def upsample_input(lq: torch.Tensor, scale: int) -> torch.Tensor:
@@ -33,8 +36,8 @@ def load_scheduler(base_dir: Path):
     return DDPMScheduler.from_pretrained(base_dir, subfolder="scheduler")
 
 
-def lora_alpha(cfg: TrainConfig) -> float:
-    return cfg.lora_alpha if cfg.lora_alpha is not None else float(PEFT_DEFAULT_LORA_ALPHA)
+def lora_alpha(options: OneStepSDMethod.Options) -> float:
+    return options.lora_alpha if options.lora_alpha is not None else float(PEFT_DEFAULT_LORA_ALPHA)
 
 
 def train_only_lora(module: torch.nn.Module) -> None:
@@ -45,26 +48,43 @@ def train_only_lora(module: torch.nn.Module) -> None:
 class OneStepSDMethod(TrainMethod):
     """Base SD components (frozen) + LoRA on the UNet and the VAE encoder (+ DTSM / learned text embedding)."""
 
-    base = "stabilityai/stable-diffusion-2-1-base"
     inference_defaults_from = "osediff"  # the registry model whose inference defaults an exported model takes
+
+    @dataclass
+    class Options:
+        base: str = "stabilityai/stable-diffusion-2-1-base"  # diffusers dir or org/name[@rev]
+        lora_rank: int = 4
+        lora_alpha: float | None = None  # None: peft's default (8), as the OSEDiff and Hero-SR code leave it
+        timestep: int = 999  # fixed timestep (ignored with the DTSM)
+        prompt: str = ""  # fixed text condition (no tagger is run)
+        lpips_net: str = "vgg"  # LPIPS trunk of the methods with an LPIPS loss (OSEDiff uses vgg)
+        gradient_checkpointing: bool = False  # trade compute for memory in the UNet
+
+        def __post_init__(self):
+            at_least_one(self, "lora_rank")
+
+    @classmethod
+    def base_model(cls, cfg: TrainConfig) -> str:
+        return cfg.options.base
 
     def __init__(self, cfg: TrainConfig, base_dir: Path):
         super().__init__(cfg)
+        opts = self.options
         self.base_dir = Path(base_dir)
         self.scheduler = load_scheduler(self.base_dir)
         net = OneStepSD.from_pretrained(self.base_dir, merge_lora=False)  # frozen, fp32, on the CPU
-        alpha = lora_alpha(cfg)
-        self.unet_adapters = self.unet_lora_specs(net.unet, cfg.lora_rank, alpha)
-        self.vae_adapters = [AdapterSpec("default_encoder", cfg.lora_rank, alpha, tuple(osediff_vae_targets(net.vae)))]
+        alpha = lora_alpha(opts)
+        self.unet_adapters = self.unet_lora_specs(net.unet, opts.lora_rank, alpha)
+        self.vae_adapters = [AdapterSpec("default_encoder", opts.lora_rank, alpha, tuple(osediff_vae_targets(net.vae)))]
         attach_adapters(net.unet, self.unet_adapters)
         attach_adapters(net.vae, self.vae_adapters)
-        if cfg.gradient_checkpointing:
+        if opts.gradient_checkpointing:
             net.unet.enable_gradient_checkpointing()
         net.dtsm = self.make_dtsm()
         net.dtype = net.vae_dtype = torch.float32
         self.net = net
         with torch.no_grad():
-            self.register_buffer("prompt_embedding", net.encode_text(cfg.prompt).clone(), persistent=False)
+            self.register_buffer("prompt_embedding", net.encode_text(opts.prompt).clone(), persistent=False)
         for n, p in net.named_parameters():
             if "lora_" in n:
                 p.requires_grad_(True)
@@ -82,7 +102,7 @@ class OneStepSDMethod(TrainMethod):
         return self.prompt_embedding
 
     def timesteps(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0],), float(self.cfg.timestep), device=x.device)
+        return torch.full((x.shape[0],), float(self.options.timestep), device=x.device)
 
     # ------------------------------------------------------------------ the generator: the engine's forward
     def generate(self, lq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +133,7 @@ class OneStepSDMethod(TrainMethod):
         return ConvertedCheckpoint(list(self.unet_adapters), list(self.vae_adapters), tensors, dtsm_cfg, "srx")
 
     def model_spec(self) -> ModelSpec:
-        base = self.cfg.base_or_default
+        base = self.options.base
         if Path(base).is_dir():
             base_model = BaseModel(path=str(Path(base).resolve()))
         else:
@@ -124,9 +144,9 @@ class OneStepSDMethod(TrainMethod):
         defaults = replace(
             get_spec(self.inference_defaults_from).defaults,
             scale=self.cfg.scale,
-            timestep="dtsm" if self.net.dtsm is not None else self.cfg.timestep,
+            timestep="dtsm" if self.net.dtsm is not None else self.options.timestep,
             text_condition="learned" if self.net.learned_text_embedding is not None else "prompt",
-            prompt_template="{prompt}", prompt=self.cfg.prompt,
+            prompt_template="{prompt}", prompt=self.options.prompt,
         )
         return ModelSpec(name=Path(self.cfg.output).name, family="sd-onestep", format="srx", base=base_model,
                          weights=None, defaults=defaults,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -11,9 +13,11 @@ from torch import nn
 from ...engine.sd_onestep import x0_from_eps
 from ...models.checkpoints import AdapterSpec
 from ...models.lora import attach_adapters
-from ..config import TrainConfig
 from ..perceptual import lpips_loss, make_lpips
 from .one_step_sd import OneStepSDMethod, load_scheduler, train_only_lora
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 class OSEDiffMethod(OneStepSDMethod):
@@ -21,21 +25,26 @@ class OSEDiffMethod(OneStepSDMethod):
 
     name = "osediff"
     summary = "OSEDiff: MSE + LPIPS + variational score distillation"
-    defaults = {"lora_rank": 4, "lr": 5e-5, "lr_aux": 5e-5, "timestep": 999, "cfg": 7.5, "lpips_net": "vgg"}
+    defaults = {"lr": 5e-5, "lr_aux": 5e-5}
     loss_weights = {"mse": 1.0, "lpips": 2.0, "vsd": 1.0}
+
+    @dataclass
+    class Options(OneStepSDMethod.Options):
+        neg_prompt: str = ""  # the VSD's negative prompt
+        cfg: float = 7.5  # the VSD's classifier-free guidance scale
 
     def __init__(self, cfg: TrainConfig, base_dir: Path):
         super().__init__(cfg, base_dir)
         self.net.unet.conv_in.requires_grad_(True)  # OSEDiff trains the whole conv_in (and its LoRA)
-        self.lpips = make_lpips(cfg.lpips_net, cfg.perceptual_pretrained)
+        self.lpips = make_lpips(self.options.lpips_net, cfg.perceptual_pretrained)
         with torch.no_grad():
-            self.register_buffer("neg_embedding", self.net.encode_text(cfg.neg_prompt).clone(), persistent=False)
-        self.aux = VSDRegularizer(self.base_dir, cfg, self.unet_adapters)
+            self.register_buffer("neg_embedding", self.net.encode_text(self.options.neg_prompt).clone(), persistent=False)
+        self.aux = VSDRegularizer(self.base_dir, self.options, self.unet_adapters)
 
     def loss_terms(self, lq, hq):
         sr, z0 = self.generate(lq)
         terms = {"mse": F.mse_loss(sr, hq), "lpips": lpips_loss(self.lpips, sr, hq),
-                 "vsd": self.aux.vsd_loss(z0, self.prompt_embedding, self.neg_embedding, self.cfg.cfg)}
+                 "vsd": self.aux.vsd_loss(z0, self.prompt_embedding, self.neg_embedding, self.options.cfg)}
         return terms, (z0.detach(), self.prompt_embedding)
 
 
@@ -43,15 +52,15 @@ class VSDRegularizer(nn.Module):
     """OSEDiff's variational score distillation: the frozen base UNet is the real score (with CFG), the
     same UNet with a LoRA adapter, trained with the diffusion loss on the generator's latents, the fake one."""
 
-    def __init__(self, base_dir: Path, cfg: TrainConfig, adapters: list[AdapterSpec]):
+    def __init__(self, base_dir: Path, options: OSEDiffMethod.Options, adapters: list[AdapterSpec]):
         super().__init__()
         from diffusers import UNet2DConditionModel
 
         unet = UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet").requires_grad_(False)
-        self.adapter = AdapterSpec("vsd_fake", cfg.lora_rank, adapters[0].alpha,
+        self.adapter = AdapterSpec("vsd_fake", options.lora_rank, adapters[0].alpha,
                                    tuple(t for a in adapters for t in a.target_modules))
         attach_adapters(unet, [self.adapter])
-        if cfg.gradient_checkpointing:
+        if options.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         train_only_lora(unet)
         self.unet = unet

@@ -11,8 +11,9 @@ and every step (``encode_y``, ``prior``, ``predict_x0``, ``run_chain``) is the e
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +22,10 @@ from ...engine.resshift import ResShiftSR
 from ...errors import UsageError
 from ...models.checkpoints import ConvertedCheckpoint
 from ...models.registry import ModelSpec
-from ..config import TrainConfig
 from .base import TrainMethod
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 def load_resshift_model(name: str, role: str) -> tuple[ResShiftSR, ModelSpec]:
@@ -44,13 +47,19 @@ class ResShiftStudentMethod(TrainMethod):
 
     command = "distill"
     paper = ""
-    defaults = {"teacher": "resshift", "lr": 5e-5, "weight_decay": 0.0, "resolution": 256, "batch_size": 16}
+    defaults = {"lr": 5e-5, "weight_decay": 0.0, "resolution": 256, "batch_size": 16}
+
+    @dataclass
+    class Options:
+        teacher: str = "resshift"  # registry name or model directory of the teacher (its VQ autoencoder is kept)
+        student: str | None = None  # initial student weights (a ResShift-family model); None: a copy of the teacher
 
     def __init__(self, cfg: TrainConfig, base_dir: Path | None = None):
         super().__init__(cfg)
-        teacher, self.teacher_spec = load_resshift_model(cfg.teacher, "teacher")
+        opts = self.options
+        teacher, self.teacher_spec = load_resshift_model(opts.teacher, "teacher")
         self.teacher_unet = teacher.unet.requires_grad_(False).eval()
-        student_init = load_resshift_model(cfg.student, "student")[0].unet if cfg.student else teacher.unet
+        student_init = load_resshift_model(opts.student, "student")[0].unet if opts.student else teacher.unet
         student = copy.deepcopy(student_init).requires_grad_(True)
         self.net = ResShiftSR(student, teacher.vq.requires_grad_(False).eval(), teacher.schedule)
         self.last_t = teacher.schedule.steps - 1
@@ -105,6 +114,6 @@ class ResShiftStudentMethod(TrainMethod):
         return ModelSpec(
             name=Path(self.cfg.output).name, family=t.family, format="srx", base=None, weights=None,
             defaults=replace(t.defaults, scale=self.net.schedule.sf, sampler="one-step"),
-            description=f"one-step student distilled from {self.cfg.teacher} with `srx distill --method {self.name}`",
+            description=f"one-step student distilled from {self.options.teacher} with `srx distill --method {self.name}`",
             paper=self.paper, license="inherits the teacher's license (ResShift: S-Lab License 1.0, non-commercial)",
         )

@@ -4,14 +4,19 @@ a PatchGAN discriminator on latents, ``aux``, with its own optimizer: real = GT 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TrainConfig
+from .base import CLIPOptions
 from .resshift_student import ResShiftStudentMethod
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 def haar_high_bands(z: torch.Tensor) -> torch.Tensor:
@@ -55,11 +60,15 @@ class VPDSRMethod(ResShiftStudentMethod):
     defaults = {**ResShiftStudentMethod.defaults, "lr_aux": 5e-5}
     loss_weights = {"distill": 1.0, "hfp": 0.1, "clip_sem": 1.0, "adv": 0.1}
 
+    @dataclass
+    class Options(ResShiftStudentMethod.Options, CLIPOptions):
+        pass
+
     def __init__(self, cfg: TrainConfig, base_dir: Path | None = None):
         super().__init__(cfg, base_dir)
         from ..perceptual import CLIPPerception
 
-        self.clip = CLIPPerception.load(cfg.clip_model, (), cfg.perceptual_pretrained) if self.weight("clip_sem") else None
+        self.clip = CLIPPerception.load(self.options.clip_model, (), cfg.perceptual_pretrained) if self.weight("clip_sem") else None
         if self.weight("adv"):
             self.aux = PatchDiscriminator(self.net.unet.config.out_channels)
 
