@@ -79,6 +79,30 @@ def test_host_allocator_tuning_can_be_turned_off(monkeypatch):
     assert tune_host_allocator() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
 
 
+def test_srx_bench_declares_its_options_as_the_other_commands_do():
+    """`srx bench` is a Typer command: its options are listed by --help, and those it shares with `srx upscale`
+    are the same declarations (same flags, same help)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from sr_cli.cli import app
+
+    group = typer.main.get_command(app)
+
+    def options(command):
+        return {p.opts[0]: p for p in group.get_command(typer.Context(group), command).params}
+
+    ours, upscale = options("bench"), options("upscale")
+    for flag in ("--model", "--device", "--dtype", "--tile", "--overlap", "--tile-batch", "--color-fix", "--compile",
+                 "--prompt-extractor", "--pixel-guidance", "--semantic-guidance"):
+        assert ours[flag].opts == upscale[flag].opts and ours[flag].help == upscale[flag].help, flag
+    own = ("--size", "--image", "--repeat", "--warmup", "--channels-last", "--no-flops", "--peer", "--sweep-tile-batch",
+           "--peak-tflops", "--memory-scaling", "--scaling-sizes", "--json", "--json-only")
+    assert set(own) <= set(ours)
+    shown = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    assert shown.exit_code == 0 and all(flag in shown.output for flag in own)
+
+
 def test_srx_bench_command_forwards_its_arguments():
     from typer.testing import CliRunner
 
