@@ -293,3 +293,16 @@ def test_real_weights_upscale_a_photo():
         small = np.asarray(out.resize(lr.size, Image.Resampling.BICUBIC), dtype=np.float32)
         assert np.abs(small - np.asarray(lr, dtype=np.float32)).mean() < 20
     assert np.asarray(default, dtype=np.float32).std() >= np.asarray(pixel_only, dtype=np.float32).std() * 0.9
+
+
+def test_a_16bit_small_input_takes_the_same_enlargement_in_float(pisa_model):
+    """Float (16-bit) inputs follow the 8-bit path's steps without its 8-bit rounding: close to it, not equal."""
+    from sr_cli.engine.pipeline import UpscaleOptions, pil_to_uint8
+
+    lr = pil_to_uint8(Image.open(FIXTURES / META["lr"]).convert("RGB"))
+    options = UpscaleOptions(tile=0, color_fix="none")
+    eight_bit = pisa_model.upscale_tensor(lr, options)
+    floating = pisa_model.upscale_tensor(lr.float() / 255, options)
+    assert floating.shape == eight_bit.shape == (1, 3, 80, 112)
+    diff = (floating - eight_bit).abs() * 255
+    assert 0 < diff.mean() < 2, diff.mean()
