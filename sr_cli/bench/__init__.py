@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..engine.pipeline import UpscaleOptions
 from ..errors import SrxError
 from ..io.fsio import write_text
 from .models import RANDOM_CONFIGS, random_sd, synthetic_image
@@ -51,13 +52,7 @@ class BenchSettings:
     model: str = "lite"  # a random-weights config (RANDOM_WEIGHTS), a registry name or a model directory
     size: int = 512  # input side in pixels
     image: Path | None = None  # a photograph to crop the input from (None: a synthetic image)
-    tile: int | None = None  # None: the model's (as every UpscaleOptions field)
-    overlap: int | None = None
-    tile_batch: int | None = None
-    color_fix: str | None = None
-    prompt_extractor: str | None = None
-    pixel_guidance: float | None = None
-    semantic_guidance: float | None = None
+    options: UpscaleOptions = UpscaleOptions()  # the engine's settings, as `srx upscale` takes them
     device: str = "auto"
     dtype: str = "auto"
     repeat: int = 2  # timed runs (the fastest is reported)
@@ -222,19 +217,15 @@ def peak_tflops(model, override: float | None) -> float | None:
 
 
 def model_for(args: BenchSettings):
-    model = load_bench_model(args.model, args.device, args.dtype, prompt_extractor=args.prompt_extractor)
+    model = load_bench_model(args.model, args.device, args.dtype, prompt_extractor=args.options.prompt_extractor)
     if args.compile_unet:
         model.compile_unet()
     return model
 
 
 def bench(args: BenchSettings, model=None) -> dict:
-    from ..engine.pipeline import UpscaleOptions
-
     model = model or model_for(args)
-    options = UpscaleOptions(tile=args.tile, overlap=args.overlap, tile_batch=args.tile_batch,
-                             color_fix=args.color_fix, prompt_extractor=args.prompt_extractor,
-                             pixel_guidance=args.pixel_guidance, semantic_guidance=args.semantic_guidance)
+    options = args.options
     opts = options.resolved(model.spec)
     with tempfile.TemporaryDirectory() as tmp:
         src = photo_crop(args.image, Path(tmp) / "in.png", args.size) if args.image else \
@@ -277,7 +268,7 @@ def sweep_tile_batch(args: BenchSettings) -> dict:
     model = model_for(args)
     runs = {}
     for tb in args.sweep_tile_batch:
-        runs[tb] = bench(replace(args, tile_batch=tb, peer=False), model)
+        runs[tb] = bench(replace(args, options=replace(args.options, tile_batch=tb), peer=False), model)
     best = min(runs, key=lambda tb: runs[tb]["model_ms_per_tile"])
     report = dict(runs[best])
     report["sweep"] = {str(tb): {"model_ms_per_tile": r["model_ms_per_tile"], "total_s": r["total_s"],
@@ -299,10 +290,10 @@ def memory_scaling(args: BenchSettings) -> dict:
         cmd = [sys.executable, "-m", "sr_cli.bench", "--model", args.model, "--size", str(size), "--repeat", "1",
                *(["--image", str(args.image)] if args.image else []),
                "--warmup", "0", "--device", args.device, "--dtype", args.dtype, "--no-flops", "--json-only"]
-        if args.tile is not None:
-            cmd += ["--tile", str(args.tile)]
-        if args.tile_batch is not None:
-            cmd += ["--tile-batch", str(args.tile_batch)]
+        if args.options.tile is not None:
+            cmd += ["--tile", str(args.options.tile)]
+        if args.options.tile_batch is not None:
+            cmd += ["--tile-batch", str(args.options.tile_batch)]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[size] = json.loads(res.stdout)
     a, b = out[small], out[large]

@@ -69,12 +69,14 @@ def bench(
     weights, no downloads.
     """
     from ..bench import BenchSettings, run
+    from ..engine.pipeline import UpscaleOptions
 
+    options = UpscaleOptions(tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
+                             prompt_extractor=prompt_extractor, pixel_guidance=pixel_guidance,
+                             semantic_guidance=semantic_guidance)
     settings = BenchSettings(
-        model=model or "lite", size=size, image=image, tile=tile, overlap=overlap, tile_batch=tile_batch,
-        color_fix=color_fix, prompt_extractor=prompt_extractor, pixel_guidance=pixel_guidance,
-        semantic_guidance=semantic_guidance, device=device, dtype=dtype, repeat=repeat, warmup=warmup,
-        compile_unet=compile_unet, channels_last=channels_last, count_flops=not no_flops, peer=peer,
+        model=model or "lite", size=size, image=image, options=options, device=device, dtype=dtype, repeat=repeat,
+        warmup=warmup, compile_unet=compile_unet, channels_last=channels_last, count_flops=not no_flops, peer=peer,
         sweep_tile_batch=tuple(sweep_tile_batch or ()), peak_tflops=peak_tflops, memory_scaling=memory_scaling,
         scaling_sizes=scaling_sizes, json_file=json_file, json_only=json_only,
     )
@@ -93,8 +95,9 @@ def check_settings(s) -> None:
     from ..bench import RANDOM_WEIGHTS
     from ..models.registry import is_model_dir, registry
 
-    for flag, value, minimum in (("--size", s.size, 1), ("--tile", s.tile, 0), ("--overlap", s.overlap, 0),
-                                 ("--tile-batch", s.tile_batch, 1), ("--repeat", s.repeat, 1),
+    o = s.options
+    for flag, value, minimum in (("--size", s.size, 1), ("--tile", o.tile, 0), ("--overlap", o.overlap, 0),
+                                 ("--tile-batch", o.tile_batch, 1), ("--repeat", s.repeat, 1),
                                  ("--warmup", s.warmup, 0), ("--sweep-tile-batch", s.sweep_tile_batch, 1),
                                  ("--scaling-sizes", s.scaling_sizes, 1)):
         _at_least(flag, value, minimum)
