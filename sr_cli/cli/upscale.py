@@ -15,9 +15,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..limits import DEFAULT_MAX_PIXELS
-from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PromptOpt,
-                     PromptExtractorOpt, SamplerOpt, SeedOpt, TileBatchOpt, TileOpt, WeightsOpt, err_console,
-                     print_error, print_line, report_errors, user_message)
+from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PixelGuidanceOpt,
+                     PromptExtractorOpt, PromptOpt, SamplerOpt, SeedOpt, SemanticGuidanceOpt, TileBatchOpt, TileOpt,
+                     WeightsOpt, err_console, guidance_options, print_error, print_line, report_errors, user_message)
 
 FORMATS = ("same", "png", "jpg", "webp", "tiff")
 
@@ -163,6 +163,8 @@ def upscale(
     seed: SeedOpt = None,
     sampler: SamplerOpt = None,
     prompt_extractor: PromptExtractorOpt = None,
+    pixel_guidance: PixelGuidanceOpt = None,
+    semantic_guidance: SemanticGuidanceOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     compile_unet: CompileOpt = False,
@@ -206,7 +208,8 @@ def upscale(
         try:
             jobs, sr_args = _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_batch,
                                      color_fix, prompt, seed, sampler, fmt, quality, suffix, recursive,
-                                     skip_existing, overwrite, max_pixels, prompt_extractor)
+                                     skip_existing, overwrite, max_pixels, prompt_extractor,
+                                     guidance_options(pixel_guidance, semantic_guidance))
         except SrxError as e:
             if json_out:
                 _emit_json({"error": user_message(e)})
@@ -262,7 +265,8 @@ def _report(jobs: list, started: float, interrupted: int | None) -> dict:
 
 
 def _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_batch, color_fix, prompt, seed,
-             sampler, fmt, quality, suffix, recursive, skip_existing, overwrite, max_pixels, prompt_extractor=None):
+             sampler, fmt, quality, suffix, recursive, skip_existing, overwrite, max_pixels, prompt_extractor=None,
+             guidance=None):
     """Every check that needs no model: options, inputs, output plan; stale temporary files removed."""
     from ..engine.pipeline import UpscaleOptions
     from ..errors import UsageError
@@ -284,7 +288,8 @@ def _prepare(inputs, output, model, base, weights, scale, tile, overlap, tile_ba
     weights_arg = str(weights) if weights else None
     spec = resolve_spec(model, base, weights_arg)
     options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
-                             prompt=prompt, seed=seed, sampler=sampler, prompt_extractor=prompt_extractor)
+                             prompt=prompt, seed=seed, sampler=sampler, prompt_extractor=prompt_extractor,
+                             **(guidance or {}))
     resolved = options.resolved(spec)  # usage errors before any work
     family_of(spec).check_sampler(spec, resolved.sampler)  # a multi-step sampler on a one-step model
 
