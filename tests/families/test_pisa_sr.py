@@ -306,3 +306,17 @@ def test_a_16bit_small_input_takes_the_same_enlargement_in_float(pisa_model):
     assert floating.shape == eight_bit.shape == (1, 3, 80, 112)
     diff = (floating - eight_bit).abs() * 255
     assert 0 < diff.mean() < 2, diff.mean()
+
+
+def test_the_default_setting_runs_the_folded_unet_without_peft_wrappers(pisa_pkl, tiny_sd, monkeypatch, tmp_path):
+    """Both LoRAs folded into the weights; the semantic LoRA's removal copy appears only with adjusted guidance."""
+    from sr_cli import load_model
+    from sr_cli.models.lora import has_adapters
+
+    monkeypatch.setenv("SRX_CACHE", str(tmp_path))
+    sr = load_model("pisa-sr", base=str(tiny_sd), weights=str(pisa_pkl), device="cpu", dtype="fp32", download=False)
+    image = Image.open(FIXTURES / META["lr"])
+    sr.upscale(image, color_fix="none")
+    assert not has_adapters(sr.net.unet)
+    sr.upscale(image, color_fix="none", semantic_guidance=0.5)
+    assert has_adapters(sr.net.unet)
