@@ -41,7 +41,7 @@ class DualLoRASD(OneStepSD):
 
     @classmethod
     def from_pretrained(cls, base_dir: str | Path, ckpt: ConvertedCheckpoint | None = None, merge_lora: bool = True,
-                        needs_text_encoder: bool = True) -> "DualLoRASD":
+                        needs_text_encoder: bool = True) -> DualLoRASD:
         ckpt = ckpt or ConvertedCheckpoint()
         model = super().from_pretrained(base_dir, ckpt, merge_lora=merge_lora, needs_text_encoder=needs_text_encoder)
         # The semantic LoRA's own weights (rank-r matrices, small), for its removal copy attached on first use:

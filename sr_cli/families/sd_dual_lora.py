@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import CheckpointFormatError
-from ..models.checkpoints import PEFT_DEFAULT_LORA_ALPHA, AdapterSpec, ConvertedCheckpoint
+from ..models.checkpoints import (
+    PEFT_DEFAULT_LORA_ALPHA,
+    AdapterSpec,
+    ConvertedCheckpoint,
+)
 from .base import TilePlan
 from .sd_onestep import SDOneStepFamily, prefixed_tensors, require_keys, unique_names
 
@@ -122,8 +126,8 @@ class SDDualLoRAFamily(SDOneStepFamily):
         pixel, semantic = self.guidance_defaults
         return super().describe_defaults(spec) + [
             ("pixel guidance", str(pixel)), ("semantic guidance", str(semantic)),
-            ("small inputs", f"a side under {ENLARGE_BELOW} px: enlarged to it first, the result reduced back "
-                             f"(the authors' process size 512)")]
+            ("small inputs", (f"a side under {ENLARGE_BELOW} px: enlarged to it first, the result reduced back "
+                              "(the authors' process size 512)"))]
 
 
 FAMILY = SDDualLoRAFamily()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.paths import FIXTURES_DIR
-from helpers.tiny import TINY_REPO, place_in_hf_cache
+from helpers.tiny import TINY_REPO
 from helpers.tiny_pisa import make_pisa_sr_pkl
 from PIL import Image
 from typer.testing import CliRunner
