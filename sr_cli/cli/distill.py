@@ -28,12 +28,12 @@ from .training_options import (
     ValidateEveryOpt,
     ValidationImageOpt,
     run_training,
-    shared_config,
 )
 
 
 @report_errors
 def distill(
+    ctx: typer.Context,
     method: Annotated[str, typer.Option("--method", help="sinsr | vpd-sr | hf-diff (paper defaults).")] = "sinsr",
     teacher: Annotated[Optional[str], typer.Option(
         "--teacher", help="Multi-step teacher: a ResShift-family model name or directory (default: resshift).")] = None,
@@ -67,20 +67,5 @@ def distill(
 
     Multi-GPU / multi-node: `accelerate launch -m sr_cli.cli distill ...`.
     """
-    from ..errors import UsageError
-    from ..train.config import load_recipe, resolve_config
-    from ..train.methods import method_names
-
-    recipe = load_recipe(config) if config else {}
-    method = method or recipe.get("method")
-    if method not in method_names("distill"):
-        raise UsageError(f"--method must be one of {', '.join(method_names('distill'))}, got {method!r}")
-    cfg = resolve_config(
-        method, recipe,
-        **shared_config(data, output, max_steps, batch_size, grad_accum, lr_aux, mixed_precision, checkpoint_every,
-                        validate_every, validation_image, log_every, loss_weight, perceptual_pretrained, clip_model,
-                        seed, num_workers, resume),
-        teacher=teacher, student=student, lr=lr, resolution=resolution,
-        inn_weights=str(inn_weights) if inn_weights else None, dino_model=dino_model,
-    )
-    run_training(cfg, "distilled")
+    # Every option above reaches the config by name through ctx.params (None: not given).
+    run_training(ctx.params, "distilled", command="distill")

@@ -27,12 +27,12 @@ from .training_options import (
     ValidateEveryOpt,
     ValidationImageOpt,
     run_training,
-    shared_config,
 )
 
 
 @report_errors
 def train(
+    ctx: typer.Context,
     method: Annotated[Optional[str], typer.Option("--method", help="osediff | hero-sr | dfosd | lite (paper defaults).")] = None,
     data: DataOpt = None,
     output: OutputOpt = None,
@@ -74,16 +74,5 @@ def train(
     Options marked with a method apply to those methods only (osediff, hero-sr and dfosd are the SD methods);
     giving one to another method is a usage error. Multi-GPU / multi-node: `accelerate launch -m sr_cli.cli train ...`.
     """
-    from ..train.config import load_recipe, resolve_config
-
-    recipe = load_recipe(config) if config else {}
-    cfg = resolve_config(
-        method, recipe,
-        **shared_config(data, output, max_steps, batch_size, grad_accum, lr_aux, mixed_precision, checkpoint_every,
-                        validate_every, validation_image, log_every, loss_weight, perceptual_pretrained, clip_model,
-                        seed, num_workers, resume),
-        base=base, lr=lr, lr_schedule=lr_schedule, lr_min=lr_min, lr_decay_start=lr_decay_start,
-        resolution=resolution, lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing,
-        bicubic_prob=bicubic_prob, prompt=prompt,
-    )
-    run_training(cfg, "trained")
+    # Every option above reaches the config by name through ctx.params (None: not given).
+    run_training(ctx.params, "trained")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -36,27 +36,43 @@ NumWorkersOpt = Annotated[Optional[int], typer.Option("--num-workers", help="Dat
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --output.")]
 
 
-def shared_config(data, output, max_steps, batch_size, grad_accum, lr_aux, mixed_precision, checkpoint_every,
-                  validate_every, validation_image, log_every, loss_weight, perceptual_pretrained, clip_model, seed,
-                  num_workers, resume) -> dict:
-    """The shared options as ``resolve_config`` overrides (None: not given)."""
-    from ..train.config import parse_loss_weights
-
-    return dict(
-        data=[str(d) for d in data] if data else None, output=str(output) if output else None,
-        max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr_aux=lr_aux,
-        mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, validate_every=validate_every,
-        validation_images=[str(v) for v in validation_image] if validation_image else None, log_every=log_every,
-        loss_weights=parse_loss_weights(loss_weight), perceptual_pretrained=perceptual_pretrained,
-        clip_model=clip_model, seed=seed, num_workers=num_workers, resume=resume or None,
-    )
+# A flag whose config field is spelled otherwise (a repeatable flag names one item, the field all of them).
+FIELD_OF_OPTION = {"validation_image": "validation_images", "loss_weight": "loss_weights"}
 
 
-def run_training(cfg, verb: str) -> None:
-    """Train as configured and print where the model is."""
+def _plain(value: Any) -> Any:
+    """A parsed option as a recipe would give it: paths as strings, an empty list as not given."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value] or None
+    return value
+
+
+def config_from_options(params: dict[str, Any], command: str | None = None):
+    """The ``TrainConfig`` of a command's parsed options (``ctx.params``; None: not given): flags override the
+    recipe (``--config``), which overrides the method's defaults. ``command``: refuse methods it does not run."""
+    from ..errors import UsageError
+    from ..train.config import load_recipe, parse_loss_weights, resolve_config
+    from ..train.methods import method_names
+
+    values = {FIELD_OF_OPTION.get(k, k): _plain(v) for k, v in params.items()}
+    config = values.pop("config")
+    recipe = load_recipe(config) if config else {}
+    method = values.pop("method") or recipe.get("method")
+    if command is not None and method not in method_names(command):
+        raise UsageError(f"--method must be one of {', '.join(method_names(command))}, got {method!r}")
+    values["loss_weights"] = parse_loss_weights(values["loss_weights"])
+    values["resume"] = values["resume"] or None  # not given: the recipe's
+    return resolve_config(method, recipe, **values)
+
+
+def run_training(params: dict[str, Any], verb: str, command: str | None = None) -> None:
+    """Train as the command's parsed options say and print where the model is."""
     from ..train.loop import train as run
     from .common import print_error, print_line
 
+    cfg = config_from_options(params, command)
     if not cfg.data:
         print_error("no training data: pass --data DIR (or `data:` in the recipe)")
         raise typer.Exit(2)
