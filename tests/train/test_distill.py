@@ -15,10 +15,10 @@ from sr_cli.errors import UsageError
 from sr_cli.train.config import resolve_config
 from sr_cli.train.methods.hf_diff import HighFrequencyINN, js_divergence
 from sr_cli.train.methods.vpd_sr import haar_high_bands
-from sr_cli.train.loop import make_optimizers
 from sr_cli.train.methods import build_method
 from helpers.tiny import make_hq_folder, make_resshift_files, make_tiny_clip, make_tiny_swin_unet
 from helpers.paths import REPO_ROOT
+from helpers.training import loss_goes_down
 
 runner = CliRunner()
 
@@ -71,19 +71,6 @@ def check_gradients(method):
     assert all(p.grad is None for p in method.net.vq.parameters())  # frozen autoencoder
 
 
-def loss_goes_down(method, cfg, lq, hq, steps=5):
-    gen_opt, _ = make_optimizers(method, cfg)
-    losses = []
-    for _ in range(steps):
-        torch.manual_seed(0)  # the same noise each step: a fixed objective
-        gen_opt.zero_grad()
-        total = method(lq, hq)["total"]
-        total.backward()
-        gen_opt.step()
-        losses.append(total.item())
-    assert losses[-1] < losses[0], losses
-
-
 def test_sinsr_losses_gradients_and_learning(teachers, hq_dir, tmp_path):
     cfg = cfg_for("sinsr", hq_dir, tmp_path)
     assert cfg.loss_weights == {"distill": 1.0, "inverse": 1.0, "consistency": 1.0} and cfg.lr == 5e-5
@@ -100,7 +87,8 @@ def test_sinsr_losses_gradients_and_learning(teachers, hq_dir, tmp_path):
     assert all(torch.equal(v, method.teacher_unet.state_dict()[k]) for k, v in s.items())
     terms["total"].backward()
     check_gradients(method)
-    loss_goes_down(build_method(cfg_for("sinsr", hq_dir, tmp_path, lr=1e-3), None), cfg_for("sinsr", hq_dir, tmp_path, lr=1e-3), lq, hq)
+    cfg2 = cfg_for("sinsr", hq_dir, tmp_path, lr=1e-3)
+    loss_goes_down(build_method(cfg2, None), cfg2, lq, hq, steps=5)
 
 
 def test_distill_target_is_the_deterministic_teacher_chain(teachers, hq_dir, tmp_path):
@@ -141,7 +129,7 @@ def test_vpd_sr_losses_discriminator_and_learning(teachers, hq_dir, tmp_path, ti
     d_terms["total"].backward()
     assert all(p.grad is not None for p in disc.parameters())
     cfg2 = cfg_for("vpd-sr", hq_dir, tmp_path, clip_model=str(tiny_clip), lr=1e-3, loss_weights={"adv": 0.0})
-    loss_goes_down(build_method(cfg2, None), cfg2, lq, hq)
+    loss_goes_down(build_method(cfg2, None), cfg2, lq, hq, steps=5)
 
 
 def test_haar_bands_and_js_divergence():
@@ -235,7 +223,6 @@ def test_distill_rejects_a_non_resshift_teacher_and_unknown_method(teachers, hq_
 
 
 def test_distill_recipes_match_the_papers():
-    from pathlib import Path
 
     from sr_cli.train.config import load_recipe
 

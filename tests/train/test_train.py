@@ -4,8 +4,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +12,11 @@ from helpers.tiny import make_hq_folder, make_random_vgg16_cache, make_tiny_clip
 from typer.testing import CliRunner
 
 from sr_cli.cli import app
-from sr_cli.train.config import TrainConfig, resolve_config
+from sr_cli.train.config import resolve_config
 from sr_cli.train.data import CropDataset, StepBatchSampler
-from sr_cli.train.loop import make_optimizers
 from sr_cli.train.methods import build_method
 from helpers.paths import REPO_ROOT
+from helpers.training import loss_goes_down
 
 pytest.importorskip("pyiqa", reason="training losses need the pyiqa extra")
 runner = CliRunner()
@@ -83,20 +81,6 @@ def check_method(method, lq, hq, expected_terms):
     return terms
 
 
-def loss_goes_down(method, cfg, lq, hq, steps=6):
-    gen_opt, _ = make_optimizers(method, cfg)
-    first = last = None
-    for i in range(steps):
-        torch.manual_seed(0)  # the same noise each step: a fixed objective
-        gen_opt.zero_grad()
-        total = method(lq, hq)["total"]
-        total.backward()
-        gen_opt.step()
-        first = total.item() if first is None else first
-        last = total.item()
-    assert last < first, (first, last)
-
-
 def test_osediff_losses_gradients_and_learning(hf_home, tiny_sd, hq_dir, tmp_path):
     cfg = tiny_cfg("osediff", tiny_sd, hq_dir, tmp_path)
     method = build_method(cfg, tiny_sd)
@@ -114,7 +98,7 @@ def test_osediff_losses_gradients_and_learning(hf_home, tiny_sd, hq_dir, tmp_pat
     assert all(ag[n] is not None for n in ag if "lora_" in n)
     assert all(ag[n] is None for n in ag if "lora_" not in n)
     cfg2 = tiny_cfg("osediff", tiny_sd, hq_dir, tmp_path, lr=1e-3, loss_weights={"vsd": 0.0})
-    loss_goes_down(build_method(cfg2, tiny_sd), cfg2, lq, hq)
+    loss_goes_down(build_method(cfg2, tiny_sd), cfg2, lq, hq, steps=6)
 
 
 def test_hero_sr_losses_gradients_and_learning(hf_home, tiny_sd, hq_dir, tiny_clip, tmp_path):
@@ -128,7 +112,7 @@ def test_hero_sr_losses_gradients_and_learning(hf_home, tiny_sd, hq_dir, tiny_cl
     t = method.net.dtsm(torch.rand(2, 3, 64, 64) * 2 - 1)
     assert set(t.tolist()) <= set(float(v) for v in method.dtsm_config["timesteps"])
     cfg2 = tiny_cfg("hero-sr", tiny_sd, hq_dir, tmp_path, clip_model=str(tiny_clip), lr=1e-3)
-    loss_goes_down(build_method(cfg2, tiny_sd), cfg2, lq, hq)
+    loss_goes_down(build_method(cfg2, tiny_sd), cfg2, lq, hq, steps=6)
 
 
 def test_dfosd_losses_gradients_and_learning(hf_home, tiny_sd, hq_dir, tmp_path):
@@ -149,7 +133,7 @@ def test_dfosd_losses_gradients_and_learning(hf_home, tiny_sd, hq_dir, tmp_path)
     assert all(dg[n] is not None for n in dg if "lora_" in n or n.startswith("head."))
     assert all(dg[n] is None for n in dg if "lora_" not in n and not n.startswith("head."))
     cfg2 = tiny_cfg("dfosd", tiny_sd, hq_dir, tmp_path, lr=1e-3)
-    loss_goes_down(build_method(cfg2, tiny_sd), cfg2, lq, hq)
+    loss_goes_down(build_method(cfg2, tiny_sd), cfg2, lq, hq, steps=6)
 
 
 def test_train_cli_checkpoints_export_and_upscale(hf_home, tiny_sd, hq_dir, tmp_path):
