@@ -7,28 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from . import training_options as shared
 from .common import report_errors
-from .training_options import (
-    BatchSizeOpt,
-    CheckpointEveryOpt,
-    ClipModelOpt,
-    ConfigOpt,
-    DataOpt,
-    GradAccumOpt,
-    LogEveryOpt,
-    LossWeightOpt,
-    LrAuxOpt,
-    MaxStepsOpt,
-    MixedPrecisionOpt,
-    NumWorkersOpt,
-    OutputOpt,
-    PerceptualOpt,
-    ResumeOpt,
-    TrainSeedOpt,
-    ValidateEveryOpt,
-    ValidationImageOpt,
-    run_training,
-)
 
 
 @report_errors
@@ -39,33 +19,33 @@ def distill(
         "--teacher", help="Multi-step teacher: a ResShift-family model name or directory (default: resshift).")] = None,
     student: Annotated[Optional[str], typer.Option(
         "--student", help="Initial student weights (default: a copy of the teacher; hf-diff: sinsr).")] = None,
-    data: DataOpt = None,
-    output: OutputOpt = None,
-    config: ConfigOpt = None,
-    max_steps: MaxStepsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    grad_accum: GradAccumOpt = None,
+    data: shared.DataOpt = None,
+    output: shared.OutputOpt = None,
+    config: shared.ConfigOpt = None,
+    max_steps: shared.MaxStepsOpt = None,
+    batch_size: shared.BatchSizeOpt = None,
+    grad_accum: shared.GradAccumOpt = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Student learning rate (AdamW, default 5e-5).")] = None,
-    lr_aux: LrAuxOpt = None,
+    lr_aux: shared.LrAuxOpt = None,
     resolution: Annotated[Optional[int], typer.Option("--resolution", help="HQ crop size (default 256).")] = None,
-    mixed_precision: MixedPrecisionOpt = None,
-    checkpoint_every: CheckpointEveryOpt = None,
-    validate_every: ValidateEveryOpt = None,
-    validation_image: ValidationImageOpt = None,
-    log_every: LogEveryOpt = None,
-    loss_weight: LossWeightOpt = None,
+    mixed_precision: shared.MixedPrecisionOpt = None,
+    checkpoint_every: shared.CheckpointEveryOpt = None,
+    validate_every: shared.ValidateEveryOpt = None,
+    validation_image: shared.ValidationImageOpt = None,
+    log_every: shared.LogEveryOpt = None,
+    loss_weight: shared.LossWeightOpt = None,
     inn_weights: Annotated[Optional[Path], typer.Option(
         "--inn-weights", help="hf-diff: the authors' inn_pretrained.pt (the high-frequency perceptual network).")] = None,
     dino_model: Annotated[Optional[str], typer.Option("--dino-model", help="hf-diff: DINOv2 (Hub id or directory).")] = None,
-    clip_model: ClipModelOpt = None,
-    perceptual_pretrained: PerceptualOpt = None,
-    seed: TrainSeedOpt = None,
-    num_workers: NumWorkersOpt = None,
-    resume: ResumeOpt = False,
+    clip_model: shared.ClipModelOpt = None,
+    perceptual_pretrained: shared.PerceptualOpt = None,
+    seed: shared.TrainSeedOpt = None,
+    num_workers: shared.NumWorkersOpt = None,
+    resume: shared.ResumeOpt = False,
 ) -> None:
     """Distill a multi-step teacher (ResShift) into a one-step student (SinSR, VPD-SR or HF-Diff recipe).
 
     Multi-GPU / multi-node: `accelerate launch -m sr_cli.cli distill ...`.
     """
     # Every option above reaches the config by name through ctx.params (None: not given).
-    run_training(ctx.params, "distilled", command="distill")
+    shared.run_training(ctx.params, "distilled", command="distill")
