@@ -8,43 +8,30 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (
-    ColorFixOpt,
-    CompileOpt,
-    DeviceOpt,
-    DtypeOpt,
-    ModelOpt,
-    OverlapOpt,
-    PixelGuidanceOpt,
-    PromptExtractorOpt,
-    SemanticGuidanceOpt,
-    TileBatchOpt,
-    TileOpt,
-    fail,
-    report_errors,
-)
+from . import common
+from .common import fail, report_errors
 
 CHANNELS_LAST = ("auto", "on", "off")
 
 
 @report_errors
 def bench(
-    model: ModelOpt = None,
+    model: common.ModelOpt = None,
     size: Annotated[int, typer.Option("--size", help="Input side in pixels (the output is x4).")] = 512,
     image: Annotated[Optional[Path], typer.Option(
         "--image", help="Benchmark on a centre crop of this photograph (default: a synthetic image).")] = None,
-    tile: TileOpt = None,
-    overlap: OverlapOpt = None,
-    tile_batch: TileBatchOpt = None,
-    color_fix: ColorFixOpt = None,
-    prompt_extractor: PromptExtractorOpt = None,
-    pixel_guidance: PixelGuidanceOpt = None,
-    semantic_guidance: SemanticGuidanceOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
+    tile: common.TileOpt = None,
+    overlap: common.OverlapOpt = None,
+    tile_batch: common.TileBatchOpt = None,
+    color_fix: common.ColorFixOpt = None,
+    prompt_extractor: common.PromptExtractorOpt = None,
+    pixel_guidance: common.PixelGuidanceOpt = None,
+    semantic_guidance: common.SemanticGuidanceOpt = None,
+    device: common.DeviceOpt = "auto",
+    dtype: common.DtypeOpt = "auto",
     repeat: Annotated[int, typer.Option("--repeat", help="Timed runs (the fastest is reported).")] = 2,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs before them.")] = 1,
-    compile_unet: CompileOpt = False,
+    compile_unet: common.CompileOpt = False,
     channels_last: Annotated[str, typer.Option(
         "--channels-last", help="auto | on | off: memory format of the convolutional components "
                                 "(auto: the engine's measured choice).")] = "auto",
