@@ -19,3 +19,12 @@ def loss_goes_down(method, cfg, lq, hq, steps: int) -> None:
         gen_opt.step()
         losses.append(total.item())
     assert losses[-1] < losses[0], losses
+
+
+def aux_gradients(method, aux_inputs) -> dict[str, torch.Tensor | None]:
+    """The auxiliary network's own loss (a discriminator's) backpropagated from cleared gradients: its
+    parameters' gradients by name."""
+    for p in method.aux.parameters():
+        p.grad = None
+    method.aux(*aux_inputs)["total"].backward()
+    return {n: p.grad for n, p in method.aux.named_parameters()}

@@ -16,7 +16,7 @@ from sr_cli.train.config import resolve_config
 from sr_cli.train.data import CropDataset, StepBatchSampler
 from sr_cli.train.methods import build_method
 from helpers.paths import REPO_ROOT
-from helpers.training import loss_goes_down
+from helpers.training import aux_gradients, loss_goes_down
 
 pytest.importorskip("pyiqa", reason="training losses need the pyiqa extra")
 runner = CliRunner()
@@ -124,12 +124,7 @@ def test_dfosd_losses_gradients_and_learning(hf_home, tiny_sd, hq_dir, tmp_path)
     terms = check_method(method, lq, hq, ["mse", "ea_dists", "adv", "total"])
     assert method.net.learned_text_embedding.grad is not None
     assert all(p.grad is None for p in method.dists.parameters())
-    disc = method.aux
-    for p in disc.parameters():
-        p.grad = None
-    d = disc(*terms["aux_inputs"])
-    d["total"].backward()
-    dg = {n: p.grad for n, p in disc.named_parameters()}
+    dg = aux_gradients(method, terms["aux_inputs"])
     assert all(dg[n] is not None for n in dg if "lora_" in n or n.startswith("head."))
     assert all(dg[n] is None for n in dg if "lora_" not in n and not n.startswith("head."))
     cfg2 = tiny_cfg("dfosd", tiny_sd, hq_dir, tmp_path, lr=1e-3)
