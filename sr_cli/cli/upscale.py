@@ -198,8 +198,8 @@ def upscale(
     try:
         with _interrupt_held():  # torch and the engine: a half-done import would crash the rest of the run
             from ..errors import SrxError
-            from ..io import batch as _batch  # noqa: F401  (imports torch under the held Ctrl-C)
-            from ..models import loading as _loading  # noqa: F401
+            from ..io import batch as io_batch  # noqa: F401  (imports torch under the held Ctrl-C)
+            from ..models import loading as model_loading  # noqa: F401
             from ..usecases import upscale as usecase
 
         try:
