@@ -109,7 +109,9 @@ WeightsOpt = Annotated[
     Optional[Path],
     typer.Option("--weights", help="Override the model's weights file (in its published format, e.g. osediff.pkl)."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="auto | cpu | cuda | cuda:N | mps; a list (cuda:0,cuda:1 or cuda:all; cpu,cpu) shards the "
+                     "files over one worker process per device.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.")]
 CompileOpt = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the denoiser: faster per tile after a one-time compilation (for batches).")]

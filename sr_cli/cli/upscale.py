@@ -200,9 +200,11 @@ def upscale(
             from ..errors import SrxError
             from ..io import batch as io_batch  # noqa: F401  (imports torch under the held Ctrl-C)
             from ..models import loading as model_loading  # noqa: F401
+            from ..usecases import sharding
             from ..usecases import upscale as usecase
 
         try:
+            devices = sharding.device_list(request.device)  # a list: one worker process per device
             batch = usecase.prepare(request)
         except SrxError as e:
             if json_out:
@@ -215,12 +217,16 @@ def upscale(
                 reporter.done(job)
         if batch.pending:
             try:
-                sr = usecase.load(request, batch.options)
+                if devices:
+                    sharding.run_sharded(batch, devices, on_start=reporter.start, on_done=reporter.done)
+                else:
+                    sr = usecase.load(request, batch.options)
             except SrxError as e:
                 if json_out:
                     _emit_json({"error": user_message(e), **usecase.report(jobs, started, None)})
                 raise
-            usecase.run(batch, sr, on_start=reporter.start, on_tile=reporter.on_tile, on_done=reporter.done)
+            if not devices:
+                usecase.run(batch, sr, on_start=reporter.start, on_tile=reporter.on_tile, on_done=reporter.done)
     except KeyboardInterrupt:
         interrupted = signal.SIGINT
     except _Terminated as t:
