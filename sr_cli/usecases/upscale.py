@@ -167,13 +167,16 @@ def convert_one(sr, job, options, quality: int, max_pixels: int, overwrite: bool
     from ..engine.resize import pil_resize
     from ..io.batch import check_output_format, output_format
     from ..io.imageio import encode_image, read_image, write_atomic
+    from .oom_fallback import upscale_fitting_memory
 
     image = read_image(job.source, max_pixels)
     job.input_size = image.size
     job.notes += image.notes
     out_fmt = output_format(job.dest, "same")  # the planned extension decides
     job.notes += check_output_format(out_fmt, image.alpha is not None, image.bit_depth)
-    color = sr.upscale_tensor(image.model_input, options, on_tile=on_tile)  # 8-bit: uint8, the authors' path
+    color = upscale_fitting_memory(  # out of GPU memory: smaller tile batches, then smaller tiles
+        lambda opts: sr.upscale_tensor(image.model_input, opts, on_tile=on_tile),  # 8-bit: uint8, the authors' path
+        options, options.resolved(sr.spec), job.notes)
     alpha = None
     if image.alpha is not None:
         alpha = pil_resize(image.alpha, color.shape[-2], color.shape[-1], Image.Resampling.BICUBIC)
