@@ -34,7 +34,7 @@ def adcsr_files(tmp_path_factory) -> tuple[Path, Path, Path]:
     spec = importlib.util.spec_from_file_location("make_adcsr_fixtures", FIXTURES / "make_adcsr_fixtures.py")
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
-    assert generator.files_digest(*files) == META["files"] and generator.base_digest(base) == META["base"], \
+    assert generator.checkpoint_digest(*files) == META["files"] and generator.base_digest(base) == META["base"], \
         "tests/helpers/adcsr_tiny.py's files changed: re-run make_adcsr_fixtures.py"
     return base, *files
 
