@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from ..errors import CheckpointFormatError, UnknownModelError
 from .base import ModelFamily, TilePlan, output_space_plan
+from .sd_onestep import prefixed_tensors
 
 S3DIFF_FORMAT = "s3diff-pkl"
 # peft's LoraConfig default, which the authors never change: the LoRA scale is 8 / r.
@@ -36,25 +37,12 @@ _PKL_KEYS = ("rank_unet", "rank_vae", "state_dict_unet", "state_dict_vae", "stat
 _ADAPTER_NAMES = {"unet": "default", "vae": "vae_skip"}  # the peft adapter names in the authors' state dicts
 
 
-def _tensors(prefix: str, state: Any, what: str, path: Path) -> dict[str, Any]:
-    import torch
-
-    if not isinstance(state, dict):
-        raise CheckpointFormatError(f"{path}: {what} is not a state dict")
-    out = {}
-    for k, v in state.items():
-        if not isinstance(v, torch.Tensor):
-            raise CheckpointFormatError(f"{path}: entry {k!r} of {what} is not a tensor")
-        out[f"{prefix}.{k}"] = v
-    return out
-
-
 def _lora_tensors(component: str, state: Any, path: Path) -> dict[str, Any]:
     """``<layer>.lora_A.<adapter>.weight`` (peft's key) -> ``<component>.<layer>.lora_A.weight``; other keys
     (the UNet's ``conv_in``) keep their names."""
     adapter = _ADAPTER_NAMES[component]
     out = {}
-    for k, v in _tensors(component, state, f"state_dict_{component}", path).items():
+    for k, v in prefixed_tensors(component, state, path, f"state_dict_{component}").items():
         for factor in ("lora_A", "lora_B"):
             k = k.replace(f".{factor}.{adapter}.weight", f".{factor}.weight")
         if ".lora_" in k and not k.endswith((".lora_A.weight", ".lora_B.weight")):
@@ -77,10 +65,10 @@ def convert_s3diff(ckpt: dict, path: Path):
         raise CheckpointFormatError(f"{path}: state_embeddings is not S3Diff's block embeddings")
     modulation = {"W": ckpt["w"]}
     for name in ("vae_de_mlp", "unet_de_mlp", "vae_block_mlp", "unet_block_mlp", "vae_fuse_mlp", "unet_fuse_mlp"):
-        modulation |= {k: v for k, v in _tensors(name, ckpt[f"state_dict_{name}"], f"state_dict_{name}", path).items()}
+        modulation |= prefixed_tensors(name, ckpt[f"state_dict_{name}"], path, f"state_dict_{name}")
     for part in ("vae", "unet"):
-        modulation |= _tensors(f"{part}_block_embeddings", embeddings[f"state_dict_{part}_block"],
-                               f"state_embeddings.state_dict_{part}_block", path)
+        modulation |= prefixed_tensors(f"{part}_block_embeddings", embeddings[f"state_dict_{part}_block"], path,
+                                       f"state_embeddings.state_dict_{part}_block")
     tensors = (_lora_tensors("unet", ckpt["state_dict_unet"], path) | _lora_tensors("vae", ckpt["state_dict_vae"], path)
                | {f"modulation.{k}": v.detach() for k, v in modulation.items()})
     net = {"rank_unet": int(ckpt["rank_unet"]), "rank_vae": int(ckpt["rank_vae"]), "lora_alpha": LORA_ALPHA}
@@ -94,7 +82,7 @@ def read_estimator(path: Path) -> dict[str, Any]:
     state = safe_torch_load(path, "de_net.pth")
     if not isinstance(state, dict) or "conv_first.0.weight" not in state:
         raise CheckpointFormatError(f"{path}: not S3Diff's degradation estimator (de_net.pth: a DEResNet state dict)")
-    return _tensors("estimator", state, "the estimator", path)
+    return prefixed_tensors("estimator", state, path, "the estimator")
 
 
 class S3DiffFamily(ModelFamily):

@@ -27,13 +27,16 @@ def unique_names(names) -> tuple[str, ...]:
     return tuple(sorted(set(names)))
 
 
-def prefixed_tensors(prefix: str, state: dict, path: Path) -> dict[str, Any]:
+def prefixed_tensors(prefix: str, state: Any, path: Path, what: str = "the state dict") -> dict[str, Any]:
+    """``state``'s tensors under ``prefix.``; a published file whose ``what`` is not a state dict of tensors is refused."""
     import torch
 
+    if not isinstance(state, dict):
+        raise CheckpointFormatError(f"{path}: {what} is not a state dict")
     out = {}
     for k, v in state.items():
         if not isinstance(v, torch.Tensor):
-            raise CheckpointFormatError(f"{path}: entry {k!r} of the state dict is not a tensor")
+            raise CheckpointFormatError(f"{path}: entry {k!r} of {what} is not a tensor")
         out[f"{prefix}.{k}"] = v
     return out
 
