@@ -168,6 +168,10 @@ def upscale(
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse inputs with more pixels than this.")] = DEFAULT_MAX_PIXELS,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON report on stdout at the end.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Run as a Ray Data job on the cluster at --ray-address, else "
+                                                    "$RAY_ADDRESS, else a local one (pip install \"srx[ray]\").")] = False,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="The Ray cluster for --ray "
+                                                                           "(implies --ray).")] = None,
 ) -> None:
     """Super-resolve images with a one-step diffusion model.
 
@@ -216,8 +220,13 @@ def upscale(
             if job.status != "pending":
                 reporter.done(job)
         if batch.pending:
+            sr = None  # stays None when Ray or the device workers convert the files
             try:
-                if devices:
+                if ray or ray_address:
+                    from ..usecases.ray_job import run_on_ray
+
+                    run_on_ray(batch, ray_address, on_done=reporter.done)
+                elif devices:
                     sharding.run_sharded(batch, devices, on_start=reporter.start, on_done=reporter.done)
                 else:
                     sr = usecase.load(request, batch.options)
@@ -225,7 +234,7 @@ def upscale(
                 if json_out:
                     _emit_json({"error": user_message(e), **usecase.report(jobs, started, None)})
                 raise
-            if not devices:
+            if sr is not None:
                 usecase.run(batch, sr, on_start=reporter.start, on_tile=reporter.on_tile, on_done=reporter.done)
     except KeyboardInterrupt:
         interrupted = signal.SIGINT

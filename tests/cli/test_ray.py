@@ -1,0 +1,53 @@
+"""`srx upscale --ray`: the batch as a Ray Data job on a local CPU cluster gives the files of a plain run."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("ray.data")
+pytestmark = pytest.mark.ray
+
+SRX = [sys.executable, "-c", "import sys; from sr_cli.entry import main; sys.exit(main())"]
+
+
+def _srx(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*SRX, "upscale", *map(str, args)], capture_output=True, text=True, timeout=300,
+                          check=False, env=env)
+
+
+def test_a_ray_job_writes_the_files_of_a_plain_run_and_a_rerun_skips(tmp_path, request):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        Image.fromarray((rng.random((20, 24 + 4 * i, 3)) * 255).astype(np.uint8)).save(src / f"img{i}.png")
+    (src / "broken.png").write_bytes(b"not a png")
+    plain = _srx(src, "-o", tmp_path / "plain", "--json")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="srxray", dir="/tmp"))  # short: Ray's socket paths must fit
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
+    first = _srx(src, "-o", tmp_path / "ray", "--json", "--ray", env=env)
+    assert any(ray_tmp.glob("ray/session_*")), "the batch did not run on a Ray cluster"
+    assert plain.returncode == 1 and first.returncode == 1, first.stderr  # the broken file fails, only it
+    doc = json.loads(first.stdout)
+    status = {Path(f["input"]).name: f["status"] for f in doc["files"]}
+    assert status == {"img0.png": "written", "img1.png": "written", "img2.png": "written", "broken.png": "failed"}
+    plain_errors = [f["error"] for f in json.loads(plain.stdout)["files"] if f["status"] == "failed"]
+    assert [f["error"] for f in doc["files"] if f["status"] == "failed"] == plain_errors
+    assert first.stderr.count("written ") == 3  # each file reported once
+    names = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "ray").iterdir()) == [f"img{i}_srx.png" for i in range(3)]
+    for name in names:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "plain" / name)),
+                              np.asarray(Image.open(tmp_path / "ray" / name))), name
+    rerun = _srx(src, "-o", tmp_path / "ray", "--json", "--ray", env=env)
+    totals = json.loads(rerun.stdout)["totals"]
+    assert (totals["skipped"], totals["written"], totals["failed"]) == (3, 0, 1)
