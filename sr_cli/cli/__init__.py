@@ -11,6 +11,7 @@ from . import models
 from .bench import bench
 from .distill import distill
 from .evaluate import evaluate
+from .serve import serve
 from .train import train
 from .upscale import upscale
 
@@ -45,6 +46,7 @@ app.command()(train)
 app.command()(distill)
 app.command()(evaluate)
 app.command()(bench)
+app.command()(serve)
 app.add_typer(models.app, name="models")
 
 

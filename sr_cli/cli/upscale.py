@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from ..limits import DEFAULT_MAX_PIXELS
+from ..serve.client import hand_to_worker
 from ..usecases.upscale import UpscaleRequest
 from .common import (
     BaseOpt,
@@ -127,6 +128,19 @@ def _interrupt_held():
             raise KeyboardInterrupt
 
 
+def _planned_by_worker(remote, json_out: bool, quiet: bool) -> Reporter:
+    """The worker's plan (its usage errors reported as a direct run reports them) and the Reporter for it."""
+    from ..errors import SrxError
+
+    try:
+        jobs = remote.plan()
+    except SrxError as e:
+        if json_out:
+            _emit_json({"error": user_message(e)})
+        raise
+    return Reporter(len(jobs), quiet)
+
+
 def _emit_json(doc: dict) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     sys.stdout.flush()
@@ -172,6 +186,8 @@ def upscale(
                                                     "$RAY_ADDRESS, else a local one (pip install \"srx[ray]\").")] = False,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="The Ray cluster for --ray "
                                                                            "(implies --ray).")] = None,
+    no_server: Annotated[bool, typer.Option(
+        "--no-server", help="Run here even when a `srx serve` worker with this model runs.")] = False,
 ) -> None:
     """Super-resolve images with a one-step diffusion model.
 
@@ -183,6 +199,7 @@ def upscale(
     interrupted: int | None = None
     jobs: list = []
     reporter: Reporter | None = None
+    remote = None
     previous_term = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum, frame):
@@ -200,42 +217,49 @@ def upscale(
     except ValueError:  # not the main thread (e.g. embedded use)
         previous_term = None
     try:
-        with _interrupt_held():  # torch and the engine: a half-done import would crash the rest of the run
-            from ..errors import SrxError
-            from ..io import batch as io_batch  # noqa: F401  (imports torch under the held Ctrl-C)
-            from ..models import loading as model_loading  # noqa: F401
-            from ..usecases import sharding
-            from ..usecases import upscale as usecase
+        local = no_server or ray or ray_address  # --ray: the cluster's actors hold the models
+        remote = None if local else hand_to_worker(request, started)  # a warm `srx serve` worker
+        if remote is not None:
+            reporter = _planned_by_worker(remote, json_out, quiet)
+            jobs = remote.jobs
+            remote.follow(reporter)
+        else:
+            with _interrupt_held():  # torch and the engine: a half-done import would crash the rest of the run
+                from ..errors import SrxError
+                from ..io import batch as io_batch  # noqa: F401  (imports torch under the held Ctrl-C)
+                from ..models import loading as model_loading  # noqa: F401
+                from ..usecases import sharding
+                from ..usecases import upscale as usecase
 
-        try:
-            devices = sharding.device_list(request.device)  # a list: one worker process per device
-            batch = usecase.prepare(request)
-        except SrxError as e:
-            if json_out:
-                _emit_json({"error": user_message(e)})
-            raise
-        jobs = batch.jobs
-        reporter = Reporter(len(jobs), quiet)
-        for job in jobs:  # failures and skips found while planning
-            if job.status != "pending":
-                reporter.done(job)
-        if batch.pending:
-            sr = None  # stays None when Ray or the device workers convert the files
             try:
-                if ray or ray_address:
-                    from ..usecases.ray_job import run_on_ray
-
-                    run_on_ray(batch, ray_address, on_done=reporter.done)
-                elif devices:
-                    sharding.run_sharded(batch, devices, on_start=reporter.start, on_done=reporter.done)
-                else:
-                    sr = usecase.load(request, batch.options)
+                devices = sharding.device_list(request.device)  # a list: one worker process per device
+                batch = usecase.prepare(request)
             except SrxError as e:
                 if json_out:
-                    _emit_json({"error": user_message(e), **usecase.report(jobs, started, None)})
+                    _emit_json({"error": user_message(e)})
                 raise
-            if sr is not None:
-                usecase.run(batch, sr, on_start=reporter.start, on_tile=reporter.on_tile, on_done=reporter.done)
+            jobs = batch.jobs
+            reporter = Reporter(len(jobs), quiet)
+            for job in jobs:  # failures and skips found while planning
+                if job.status != "pending":
+                    reporter.done(job)
+            if batch.pending:
+                sr = None  # stays None when Ray or the device workers convert the files
+                try:
+                    if ray or ray_address:
+                        from ..usecases.ray_job import run_on_ray
+
+                        run_on_ray(batch, ray_address, on_done=reporter.done)
+                    elif devices:
+                        sharding.run_sharded(batch, devices, on_start=reporter.start, on_done=reporter.done)
+                    else:
+                        sr = usecase.load(request, batch.options)
+                except SrxError as e:
+                    if json_out:
+                        _emit_json({"error": user_message(e), **usecase.report(jobs, started, None)})
+                    raise
+                if sr is not None:
+                    usecase.run(batch, sr, on_start=reporter.start, on_tile=reporter.on_tile, on_done=reporter.done)
     except KeyboardInterrupt:
         interrupted = signal.SIGINT
     except _Terminated as t:
@@ -248,7 +272,7 @@ def upscale(
 
     from ..usecases.upscale import report
 
-    doc = report(jobs, started, interrupted)
+    doc = remote.report(interrupted) if remote is not None else report(jobs, started, interrupted)
     if json_out:
         _emit_json(doc)
     totals = doc["totals"]
