@@ -1,8 +1,10 @@
 """`srx upscale --device A,B`: one worker process per device, one report, the same files as one device."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,24 @@ def test_two_cpu_workers_write_the_files_of_a_single_run(tmp_path):
         assert np.array_equal(a, b), name
     rerun = _srx(src, "-o", tmp_path / "two", "--json", "--device", "cpu,cpu")
     assert json.loads(rerun.stdout)["totals"]["skipped"] == 5
+
+
+def test_an_interrupted_sharded_run_stops_its_workers_and_leaves_no_partial_file(tmp_path):
+    src = _folder(tmp_path / "in", 40, size=96)
+    out = tmp_path / "out"
+    cmd = [*SRX, "upscale", str(src), "-o", str(out), "--device", "cpu,cpu", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # the first file reported: the workers are converting
+    assert first.startswith("written "), first
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    totals = json.loads(stdout)["totals"]
+    assert totals["written"] >= 1 and totals["pending"] >= 1 and totals["failed"] == 0
+    leftovers = [p for p in out.rglob(".*") if p.name.endswith((".srx-tmp", ".srx-claim"))]
+    assert leftovers == []
+    written = sorted(out.glob("*_srx.png"))
+    for path in written:  # every file there is complete
+        assert Image.open(path).size == (4 * Image.open(src / path.name.replace("_srx", "")).size[0], 4 * 96)
+    time.sleep(0.5)
+    assert [p for p in out.rglob(".*") if p.name.endswith(".srx-tmp")] == []  # no worker writes on afterwards
