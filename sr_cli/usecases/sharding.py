@@ -114,8 +114,10 @@ def run_sharded(batch: PreparedBatch, devices: list[str], on_start: Callable | N
                 _settle_dead_workers(workers, devices, current, jobs, finish)
                 continue
             kind, slot = event[0], event[1]
-            if kind == "fatal":
-                raise SrxError(f"{devices[slot]}: {event[2]}")
+            if kind == "fatal":  # the error a single run's load raises: same line, same exit code
+                error = SrxError(event[2])
+                error.exit_code = event[3]
+                raise error
             if kind == "start":
                 current[slot] = event[2]
                 on_start(jobs[event[2]])
@@ -182,7 +184,7 @@ def _worker(request_doc: dict, device: str, threads: int, tasks, events, slot: i
         options = check_request(request)
         sr = load(request, options)
     except SrxError as e:
-        events.put(("fatal", slot, str(e)))
+        events.put(("fatal", slot, str(e), e.exit_code))
         return
     while (task := tasks.get()) is not None:
         index, job = task

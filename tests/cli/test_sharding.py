@@ -1,6 +1,7 @@
 """`srx upscale --device A,B`: one worker process per device, one report, the same files as one device."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -91,3 +92,17 @@ def test_an_interrupted_sharded_run_stops_its_workers_and_leaves_no_partial_file
         assert Image.open(path).size == (4 * Image.open(src / path.name.replace("_srx", "")).size[0], 4 * 96)
     time.sleep(0.5)
     assert [p for p in out.rglob(".*") if p.name.endswith(".srx-tmp")] == []  # no worker writes on afterwards
+
+
+def test_a_model_the_workers_cannot_load_is_the_error_of_a_single_run(tmp_path):
+    src = _folder(tmp_path / "in", 2)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}  # osediff's weights: absent
+
+    def run(*extra):
+        return subprocess.run([*SRX, "upscale", str(src), "-o", str(tmp_path / "out"), "--model", "osediff", *extra],
+                              capture_output=True, text=True, timeout=120, check=False, env=env)
+
+    single, sharded = run(), run("--device", "cpu,cpu")
+    assert single.returncode == 2 and "not in the srx cache" in single.stderr
+    assert (sharded.returncode, sharded.stderr) == (single.returncode, single.stderr)
+    assert not any((tmp_path / "out").glob("*.png"))
