@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from collections.abc import Callable
 
 from .sharding import JOB_RESULT_FIELDS
@@ -59,7 +58,7 @@ def _run_pass(ray, batch: PreparedBatch, indices: list[int], on_done: Callable) 
         actors, per_actor = min(gpus, len(indices)), {"num_gpus": 1}
     else:  # leave a CPU for Ray Data's own tasks
         actors, per_actor = max(1, min(len(indices), int(resources.get("CPU", 1)) // 2)), {"num_cpus": 1}
-    items = [{"index": i, "job": pickle.dumps(jobs[i])} for i in indices]
+    items = [{"index": i, "job": json.dumps(_job_doc(jobs[i]))} for i in indices]
     dataset = ray.data.from_items(items).map_batches(
         ConvertOnActor, fn_constructor_args=(request,), batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=actors), **per_actor)
@@ -70,6 +69,24 @@ def _run_pass(ray, batch: PreparedBatch, indices: list[int], on_done: Callable) 
             value = result[name]
             setattr(job, name, tuple(value) if isinstance(value, list) and name != "notes" else value)
         on_done(job)
+
+
+def _job_doc(job) -> dict:
+    """What an actor needs of a planned job, in plain values (the row of the dataset)."""
+    first = job.collides_with
+    return {"source": str(job.source), "dest": str(job.dest), "dest_before": job.dest_before,
+            "first": None if first is None else {"source": str(first.source), "status": first.status}}
+
+
+def _job_from_doc(doc: dict):
+    from pathlib import Path
+
+    from ..io.batch import Job
+
+    first = doc["first"]
+    return Job(Path(doc["source"]), Path(doc["dest"]),
+               dest_before=None if doc["dest_before"] is None else tuple(doc["dest_before"]),
+               collides_with=None if first is None else Job(Path(first["source"]), status=first["status"]))
 
 
 class ConvertOnActor:
@@ -89,7 +106,7 @@ class ConvertOnActor:
         req = self.request
         results = []
         for blob in rows["job"]:
-            job = pickle.loads(blob)  # a Job the driver planned and pickled for this job; never user data
+            job = _job_from_doc(json.loads(blob))
 
             def process(job) -> None:
                 convert_one(self.sr, job, self.options, req.quality, req.max_pixels, req.overwrite)
