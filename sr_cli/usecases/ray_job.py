@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 
 from .sharding import JOB_RESULT_FIELDS
@@ -40,11 +41,36 @@ def run_on_ray(batch: PreparedBatch, address: str | None = None, on_done: Callab
             if indices:
                 _run_pass(ray, batch, indices, on_done)
     except ray.exceptions.RayError as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        raise SrxError(f"ray: {first}") from None
+        cause = _srx_cause(e)
+        if cause is not None:  # e.g. weights missing on the actors: the single run's line and exit code
+            raise cause from None
+        last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise SrxError(f"ray: {last}") from None
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _srx_cause(error: BaseException):
+    """The SrxError an actor raised, found under Ray's wrappers (``cause``, ``__cause__``), or None."""
+    from .. import errors
+    from ..errors import SrxError
+
+    original, seen = error, 0
+    while error is not None and seen < 10:
+        if isinstance(error, SrxError):
+            return error
+        error = getattr(error, "cause", None) or error.__cause__
+        seen += 1
+    # An actor that died in its constructor comes back as text only: its last line names the error.
+    last = (str(original).strip().splitlines() or [""])[-1]
+    found = re.match(r"sr_cli\.errors\.(\w+): (.+)", last)
+    kind = getattr(errors, found.group(1), None) if found else None
+    if isinstance(kind, type) and issubclass(kind, SrxError):
+        rebuilt = SrxError(found.group(2))
+        rebuilt.exit_code = kind.exit_code
+        return rebuilt
+    return None
 
 
 def _run_pass(ray, batch: PreparedBatch, indices: list[int], on_done: Callable) -> None:

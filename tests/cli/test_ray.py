@@ -54,3 +54,17 @@ def test_a_ray_job_writes_the_files_of_a_plain_run_and_a_rerun_skips(tmp_path, r
     rerun = _srx(src, "-o", tmp_path / "ray", "--json", "--ray", env=env)
     totals = json.loads(rerun.stdout)["totals"]
     assert (totals["skipped"], totals["written"], totals["failed"]) == (3, 0, 2)
+
+
+def test_a_model_the_actors_cannot_load_is_the_error_of_a_plain_run(tmp_path, request):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(src / "a.png")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="srxray", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    plain = _srx(src, "-o", tmp_path / "out", "--model", "osediff", env=env)  # osediff's weights: absent
+    on_ray = _srx(src, "-o", tmp_path / "out", "--model", "osediff", "--ray", env=env)
+    assert plain.returncode == on_ray.returncode == 2, on_ray.stderr
+    assert on_ray.stderr.strip().splitlines()[-1] == plain.stderr.strip().splitlines()[-1]
+    assert "not in the srx cache" in plain.stderr
