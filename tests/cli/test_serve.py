@@ -171,3 +171,22 @@ def test_stop_ends_the_worker(worker):
     worker.proc.wait(timeout=30)
     assert not worker.sock.exists()
     assert worker.srx("serve", "--status").returncode == 1
+
+
+def test_ctrl_c_of_a_client_cancels_its_job_only(worker, tmp_path):
+    srcs = _images(tmp_path / "in", 30, size=48)
+    client = subprocess.Popen([*SRX, "upscale", *map(str, srcs), "-o", str(tmp_path / "out") + "/", "--json"],
+                              env=worker.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = client.stderr.readline()
+    assert line.startswith("written"), line
+    client.send_signal(signal.SIGINT)
+    stdout, stderr = client.communicate(timeout=120)
+    assert client.returncode == 130, stderr
+    doc = json.loads(stdout)
+    assert doc["interrupted"] is True and doc["totals"]["pending"] > 0
+    assert "interrupted:" in stderr
+    nxt = worker.srx("upscale", str(srcs[0]), "-o", str(tmp_path / "next.png"))
+    assert nxt.returncode == 0, nxt.stderr  # the worker goes on serving
+    assert worker.proc.poll() is None
+    written = sorted((tmp_path / "out").iterdir())
+    assert all(p.name.endswith("_srx.png") for p in written) and len(written) < len(srcs)
