@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from startup import srx_command  # noqa: E402
+from startup import srx_command
 
 
 def loop(srx: list[str], image: Path, out: Path, n: int, env: dict, extra: list[str]) -> tuple[float, float]:
@@ -65,7 +65,7 @@ def main() -> None:
             served = loop(srx, image, tmp / "w", args.n, env, [])
             direct = loop(srx, image, tmp / "d", args.n, env, ["--no-server"])
         finally:
-            subprocess.run([*srx, "serve", "--stop"], env=env, capture_output=True)
+            subprocess.run([*srx, "serve", "--stop"], env=env, capture_output=True, check=False)
             worker.wait(timeout=60)
     print(f"{args.n} calls of `srx upscale` on a {args.size}x{args.size} image (medians per call):")
     for name, (wall, compute) in (("with srx serve", served), ("without (--no-server)", direct)):

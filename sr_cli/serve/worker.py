@@ -73,7 +73,7 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     conn, _ = listener.accept()
-                except socket.timeout:
+                except TimeoutError:
                     if not self.busy and time.monotonic() - self.last_active > self.idle_timeout:
                         break
                     continue
@@ -126,7 +126,7 @@ class Worker:
                 self._run_job(conn, req, sr)
             except ClientGone:
                 pass
-            except Exception as e:  # a bug must not end the worker: report it to this client only
+            except Exception as e:  # noqa: BLE001  (a bug must not end the worker: report it to this client only)
                 try:
                     send(conn, {"event": "error", "message": f"worker: {type(e).__name__}: {e}",
                                 "traceback": traceback.format_exc()})
