@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+from .. import __version__
 from ..errors import SrxError
 from .protocol import Lines, connect, send
 
@@ -102,7 +103,8 @@ def hand_to_worker(request, started: float) -> RemoteRun | None:
     if conn is None:
         return None
     try:
-        send(conn, {"op": "upscale", "request": request.to_json(), "cwd": os.getcwd(), "umask": _current_umask()})
+        send(conn, {"op": "upscale", "request": request.to_json(), "cwd": os.getcwd(), "umask": _current_umask(),
+                    "version": __version__})
         lines = Lines(conn)
         reply = lines.read()
     except (OSError, ValueError):

@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 
+from .. import __version__
 from .protocol import Lines, connect, send, socket_path
 
 
@@ -116,6 +117,9 @@ class Worker:
         sr = self.loaded.get(req.model_key())
         if sr is None:
             send(conn, {"event": "declined", "reason": "this worker serves another model"})
+            return
+        if message.get("version") != __version__:  # an upgraded srx: its client may expect other behavior
+            send(conn, {"event": "declined", "reason": f"this worker runs srx {__version__}"})
             return
         send(conn, {"event": "accepted"})
         with self.job_lock:

@@ -192,3 +192,24 @@ def test_ctrl_c_of_a_client_cancels_its_job_only(worker, tmp_path):
     assert worker.proc.poll() is None
     written = sorted((tmp_path / "out").iterdir())
     assert all(p.name.endswith("_srx.png") for p in written) and len(written) < len(srcs)
+
+
+def test_worker_declines_another_model_or_another_srx_version(worker, tmp_path):
+    import socket
+
+    from sr_cli import __version__
+
+    def first_reply(message: dict) -> dict:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(60)
+            conn.connect(str(worker.sock))
+            conn.sendall((json.dumps(message) + "\n").encode())
+            return json.loads(conn.makefile().readline())
+
+    request = {"inputs": ["x.png"], "output": str(tmp_path / "o") + "/"}
+    base = {"op": "upscale", "cwd": str(tmp_path), "umask": 0o022}
+    assert first_reply({**base, "request": request, "version": __version__})["event"] == "accepted"
+    assert first_reply({**base, "request": request, "version": "0.0.0-old"})["event"] == "declined"
+    assert first_reply({**base, "request": {**request, "model": "tiny-sd"}, "version": __version__})["event"] == \
+        "declined"
+    assert worker.proc.poll() is None
