@@ -40,3 +40,20 @@ def hf_home(tmp_path, monkeypatch, tiny_sd) -> Path:
 
 
 TINY_BASE_REPO = TINY_REPO
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_worker_socket(tmp_path_factory):
+    """No test hands its `srx upscale` to a warm worker (`srx serve`) the developer may have running: the
+    worker socket is looked up under $XDG_RUNTIME_DIR, which points at an empty private folder for the session."""
+    import os
+
+    runtime = tmp_path_factory.mktemp("xdg_runtime")
+    runtime.chmod(0o700)
+    previous = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    yield runtime
+    if previous is None:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = previous
