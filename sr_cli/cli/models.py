@@ -144,8 +144,8 @@ def info(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
         ("format", spec.format),
         ("scale", f"x{d.scale:g}"),
         *family_of(spec).describe_defaults(spec),
-        ("text condition", d.text_condition if d.text_condition == "learned"
-         else f"prompt {d.prompt_template!r} with prompt={d.prompt!r}"),
+        *([("text condition", d.text_condition if d.text_condition == "learned"
+            else f"prompt {d.prompt_template!r} with prompt={d.prompt!r}")] if family_of(spec).text_conditioned else []),
         ("color fix", d.color_fix),
         ("tiles", f"{d.tile} px, overlap {d.overlap} px"),
     ]

@@ -67,6 +67,9 @@ class ModelFamily:
 
     name: str = ""
     samplers: tuple[str, ...] = ("one-step",)
+    # Whether the network is conditioned on text (a prompt or a learned embedding): `srx models info` shows the
+    # text condition only where it means something.
+    text_conditioned: bool = False
     # True: ``plan`` takes any output size (the authors' code upsamples by any factor, HYPIR's); False: the
     # model runs at its native scale and other factors resize its result.
     any_scale: bool = False

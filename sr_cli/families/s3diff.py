@@ -87,6 +87,7 @@ def read_estimator(path: Path) -> dict[str, Any]:
 
 class S3DiffFamily(ModelFamily):
     name = "s3diff"
+    text_conditioned = True
     formats: ClassVar = {S3DIFF_FORMAT: convert_s3diff}
 
     def detect(self, obj: Any) -> str | None:

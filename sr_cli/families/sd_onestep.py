@@ -96,6 +96,7 @@ def convert_hero_sr(ckpt: dict, path: Path) -> ConvertedCheckpoint:
 
 class SDOneStepFamily(ModelFamily):
     name = "sd-onestep"
+    text_conditioned = True
     formats: ClassVar = {"osediff-pkl": convert_osediff, "hero-sr-pkl": convert_hero_sr}
 
     def detect(self, obj: Any) -> str | None:

@@ -235,3 +235,11 @@ def test_on_a_narrow_terminal_long_values_wrap_instead_of_being_cut(command, hf_
             spec = get_spec(name)
             assert re.sub(r"\s+", "", cells[name][5]) == re.sub(r"\s+", "", spec.license)
             assert cells[name][2] == (spec.base.describe() if spec.base else "-")
+
+
+@pytest.mark.parametrize("name, shown", [("osediff", True), ("s3diff", True), ("lite", False),
+                                         ("realesrgan-x4plus", False), ("adcsr", False), ("sinsr", False)])
+def test_info_shows_the_text_condition_only_for_text_conditioned_models(hf_home, name, shown):
+    result = runner.invoke(app, ["models", "info", name])
+    assert result.exit_code == 0, result.output
+    assert any(line.startswith("text condition:") for line in result.stdout.splitlines()) is shown
