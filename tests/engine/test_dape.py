@@ -178,7 +178,7 @@ def test_models_info_and_import_name_the_prompt_extractor_files(dape_in_cache):
 
 def test_evaluate_osediff_runs_with_dape_or_none_and_keys_its_cache_by_the_choice(dape_in_cache, tiny_sd, osediff_pkl,
                                                                                   tmp_path):
-    from test_evaluate import make_pairs
+    from helpers.datasets import make_pairs
     from typer.testing import CliRunner
 
     from sr_cli.cli import app
@@ -198,7 +198,7 @@ def test_evaluate_osediff_runs_with_dape_or_none_and_keys_its_cache_by_the_choic
 
 
 def test_evaluate_osediff_without_dape_files_is_one_line_exit_2(hf_home, tiny_sd, osediff_pkl, tmp_path):
-    from test_evaluate import make_pairs
+    from helpers.datasets import make_pairs
     from typer.testing import CliRunner
 
     from sr_cli.cli import app

@@ -19,6 +19,7 @@ from sr_cli.engine.resize import pil_resize
 from sr_cli.errors import UsageError
 from sr_cli.evaluate.datasets import folder_set, resolve_dataset
 from sr_cli.evaluate.metrics import METRICS, MetricSuite, parse_metric_list
+from helpers.datasets import make_pairs, smooth_image
 
 pyiqa = pytest.importorskip("pyiqa")
 runner = CliRunner()
@@ -51,12 +52,6 @@ def ssim_y(a: np.ndarray, b: np.ndarray) -> float:
     return float(s.mean())
 
 
-def _smooth(rng, h, w):
-    base = rng.random((h // 8 + 1, w // 8 + 1, 3))
-    img = Image.fromarray((base * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
-    return np.asarray(img)
-
-
 def _to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
 
@@ -69,7 +64,7 @@ def test_psnr_ssim_on_y_equal_pyiqa_and_an_independent_computation():
     ref_ssim = pyiqa.create_metric("ssim", test_y_channel=True, color_space="ycbcr", device="cpu")
     yiq_psnr = pyiqa.create_metric("psnr", test_y_channel=True, device="cpu")  # pyiqa's default Y (YIQ)
     for _ in range(3):
-        hr = _smooth(rng, 48, 64)
+        hr = smooth_image(rng, 48, 64)
         sr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
         ours = suite.score_image(_to_tensor(sr), _to_tensor(hr))
         a, b = sr.astype(np.float64) / 255, hr.astype(np.float64) / 255
@@ -94,17 +89,6 @@ def test_metric_lists():
 
 
 # ----------------------------------------------------------------------------- datasets
-
-
-def make_pairs(root: Path, n=3, hr_size=(64, 48), lr_name="LR", hr_name="HR", seed=0, hr_suffix="") -> Path:
-    rng = np.random.default_rng(seed)
-    (root / lr_name).mkdir(parents=True, exist_ok=True)
-    (root / hr_name).mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        hr = Image.fromarray(_smooth(rng, hr_size[1], hr_size[0]))
-        hr.save(root / hr_name / f"img{i}{hr_suffix}.png")
-        hr.resize((hr_size[0] // 4, hr_size[1] // 4), Image.Resampling.BICUBIC).save(root / lr_name / f"img{i}.png")
-    return root
 
 
 def test_folder_layouts_and_pairing(tmp_path):

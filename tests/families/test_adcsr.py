@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers.adcsr_tiny import ADCSR_COMMIT, ADCSR_REPO, make_adcsr_base, make_adcsr_files
 from helpers.paths import FIXTURES_DIR
+from helpers.digests import base_digest, checkpoint_digest
 from helpers.tiny import place_in_hf_cache
 from PIL import Image
 from typer.testing import CliRunner
@@ -26,15 +27,10 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def adcsr_files(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(the small base directory, net_params_200.pkl, halfDecoder.ckpt)."""
-    import importlib.util
-
     root = tmp_path_factory.mktemp("adcsr")
     base = make_adcsr_base(root / "base")
     files = make_adcsr_files(base, root / "files")
-    spec = importlib.util.spec_from_file_location("make_adcsr_fixtures", FIXTURES / "make_adcsr_fixtures.py")
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    assert generator.checkpoint_digest(*files) == META["files"] and generator.base_digest(base) == META["base"], \
+    assert checkpoint_digest(*files) == META["files"] and base_digest(base) == META["base"], \
         "tests/helpers/adcsr_tiny.py's files changed: re-run make_adcsr_fixtures.py"
     return base, *files
 

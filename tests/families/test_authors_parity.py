@@ -4,7 +4,6 @@ tests/fixtures/authors_parity/make_sd_fixtures.py (which says exactly what was r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from helpers.tiny import TINY_REPO
 from typer.testing import CliRunner
 
 from sr_cli.cli import app
-from helpers.paths import FIXTURES_DIR
+from helpers.paths import fixture_script, FIXTURES_DIR
 
 FIXTURES = FIXTURES_DIR / "authors_parity"
 META = json.loads((FIXTURES / "meta.json").read_text())
@@ -24,10 +23,7 @@ runner = CliRunner()
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("make_sd_fixtures", FIXTURES / "make_sd_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fixture_script("make_sd_fixtures")
 
 
 CASES = [("osediff", "osediff_pkl", "osediff"), ("hero-sr", "hero_pkl", "hero")]

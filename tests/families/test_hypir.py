@@ -4,7 +4,6 @@ what was changed), plus the published format, the registry entry, the offline me
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.hypir_tiny import make_hypir_pth
-from helpers.paths import FIXTURES_DIR
+from helpers.paths import fixture_script, FIXTURES_DIR
 from helpers.tiny import TINY_REPO, place_in_hf_cache
 from PIL import Image
 from typer.testing import CliRunner
@@ -28,10 +27,7 @@ runner = CliRunner()
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("make_hypir_fixtures", FIXTURES / "make_hypir_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return fixture_script("make_hypir_fixtures")
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ run and what was changed); the guidance options' usage errors; the registry entr
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.paths import FIXTURES_DIR
+from helpers.digests import base_digest, checkpoint_digest
 from helpers.tiny import TINY_REPO
 from helpers.tiny_pisa import make_pisa_sr_pkl
 from PIL import Image
@@ -29,18 +29,11 @@ runner = CliRunner()
 @pytest.fixture(scope="session")
 def pisa_pkl(tiny_sd, tmp_path_factory) -> Path:
     pkl = make_pisa_sr_pkl(tiny_sd, tmp_path_factory.mktemp("pisa") / "pisa_sr.pkl")
-    assert _fixture_script("make_sd_fixtures").checkpoint_digest(pkl) == META["pisa_sr_pkl"], \
+    assert checkpoint_digest(pkl) == META["pisa_sr_pkl"], \
         "tests/helpers/tiny_pisa.py's checkpoint changed: re-run make_pisa_sr_fixtures.py"
-    assert _fixture_script("make_s3diff_fixtures").base_digest(tiny_sd) == META["base"], \
+    assert base_digest(tiny_sd) == META["base"], \
         "tests/helpers/tiny.py's base model changed: re-run make_pisa_sr_fixtures.py"
     return pkl
-
-
-def _fixture_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, FIXTURES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from sr_cli.cli import app
 from sr_cli.engine.resshift import ResShiftSchedule, ResShiftSR
 from sr_cli.nets.swin_unet import official_state_dict, shifted_window_mask
 from sr_cli.nets.vqgan import convert_ldm_vq_state_dict
+from helpers.digests import checkpoint_digest
 from helpers.tiny import TINY_VQ_CONFIG, make_resshift_files, make_tiny_swin_unet, make_tiny_vq, vq_state_to_ldm
 from helpers.paths import FIXTURES_DIR
 
@@ -277,7 +278,7 @@ def test_the_three_models_share_one_autoencoder_copy(hf_home):
 def test_evaluate_sinsr_end_to_end(sinsr_cached, tmp_path):
     import json
 
-    from test_evaluate import make_pairs
+    from helpers.datasets import make_pairs
 
     data = make_pairs(tmp_path / "set", n=2, hr_size=(64, 48))
     r = runner.invoke(app, ["evaluate", "--dataset", str(data), "--model", "sinsr", "--metrics", "psnr,ssim",
@@ -302,7 +303,6 @@ def test_sinsr_one_step_equals_the_authors_code_end_to_end(sinsr_cached, tmp_pat
     """`srx upscale --model sinsr` against SinSR's own code (its UNet, autoencoder, diffusion and one-step
     sampling, recorded by tests/fixtures/authors_parity/make_resshift_fixtures.py) on the tiny checkpoints:
     the same padding, the same prior noise (fresh in the padded border), the same pixels."""
-    import importlib.util
     import json
 
     from sr_cli import load_model
@@ -310,11 +310,8 @@ def test_sinsr_one_step_equals_the_authors_code_end_to_end(sinsr_cached, tmp_pat
 
     fixtures = FIXTURES_DIR / "authors_parity"
     meta = json.loads((fixtures / "resshift_meta.json").read_text())
-    spec = importlib.util.spec_from_file_location("make_sd_fixtures", fixtures / "make_sd_fixtures.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
     flat, ae = make_resshift_files(tmp_path / "flat")
-    assert (gen.checkpoint_digest(flat), gen.checkpoint_digest(ae)) == (meta["denoiser"], meta["autoencoder"]), \
+    assert (checkpoint_digest(flat), checkpoint_digest(ae)) == (meta["denoiser"], meta["autoencoder"]), \
         "tests/helpers/tiny.py's ResShift checkpoints changed: re-run make_resshift_fixtures.py"
 
     r = runner.invoke(app, ["upscale", str(fixtures / meta["lr"]), "--model", "sinsr", "--seed", str(meta["seed"]),

@@ -13,6 +13,7 @@ import pytest
 import torch
 from helpers.paths import FIXTURES_DIR
 from helpers.s3diff_tiny import S3DIFF_COMMIT, S3DIFF_REPO, make_s3diff_files
+from helpers.digests import base_digest, checkpoint_digest
 from helpers.tiny import TINY_REPO, place_in_hf_cache
 from PIL import Image
 from typer.testing import CliRunner
@@ -26,15 +27,10 @@ runner = CliRunner()
 
 @pytest.fixture(scope="session")
 def s3diff_files(tiny_sd, tmp_path_factory) -> tuple[Path, Path]:
-    import importlib.util
-
     files = make_s3diff_files(tiny_sd, tmp_path_factory.mktemp("s3diff"))
-    spec = importlib.util.spec_from_file_location("make_s3diff_fixtures", FIXTURES / "make_s3diff_fixtures.py")
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    assert generator.checkpoint_digest(*files) == META["files"], \
+    assert checkpoint_digest(*files) == META["files"], \
         "tests/helpers/s3diff_tiny.py's files changed: re-run make_s3diff_fixtures.py"
-    assert generator.base_digest(tiny_sd) == META["base"], \
+    assert base_digest(tiny_sd) == META["base"], \
         "tests/helpers/tiny.py's base model changed: re-run make_s3diff_fixtures.py"
     return files
 
