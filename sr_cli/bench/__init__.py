@@ -316,8 +316,19 @@ def run(args: BenchSettings) -> None:
     from ..hostmem import tune_host_allocator
 
     tune_host_allocator()  # as the srx command does
+    previous = os.environ.get("SRX_CHANNELS_LAST")
     if args.channels_last != "auto":  # read by engine.devices.use_channels_last (and inherited by subprocesses)
         os.environ["SRX_CHANNELS_LAST"] = "1" if args.channels_last == "on" else "0"
+    try:
+        _measure_and_report(args)
+    finally:  # a bench run inside a longer-lived process (tests, notebooks) leaves the memory format as it found it
+        if previous is None:
+            os.environ.pop("SRX_CHANNELS_LAST", None)
+        else:
+            os.environ["SRX_CHANNELS_LAST"] = previous
+
+
+def _measure_and_report(args: BenchSettings) -> None:
     from ..models.loading import quiet_libraries
 
     quiet_libraries()

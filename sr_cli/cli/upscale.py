@@ -183,7 +183,7 @@ def upscale(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON report on stdout at the end.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
     ray: Annotated[bool, typer.Option("--ray", help="Run as a Ray Data job on the cluster at --ray-address, else "
-                                                    "$RAY_ADDRESS, else a local one (pip install \"srx[ray]\").")] = False,
+                                                    "$RAY_ADDRESS, else a local one (pip install \"srx\\[ray]\").")] = False,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="The Ray cluster for --ray "
                                                                            "(implies --ray).")] = None,
     no_server: Annotated[bool, typer.Option(

@@ -147,3 +147,19 @@ def test_bench_user_errors_are_one_line_and_exit_2(args, message, tmp_path, caps
     assert exit_info.value.code == 2
     assert err.startswith("error: " + message.format(tmp=tmp_path)), err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("before", [None, "1"])
+def test_bench_channels_last_choice_does_not_outlive_the_run(before, monkeypatch, capsys):
+    # A forced memory format left in os.environ changes later conversions in the same process and in every
+    # subprocess it starts (float rounding differs between memory formats and thread counts).
+    import os
+
+    if before is None:
+        monkeypatch.delenv("SRX_CHANNELS_LAST", raising=False)
+    else:
+        monkeypatch.setenv("SRX_CHANNELS_LAST", before)
+    bench_main(["--model", "lite", "--size", "16", "--repeat", "1", "--warmup", "0", "--json-only", "--no-flops",
+                "--channels-last", "off"])
+    assert json.loads(capsys.readouterr().out)["output"] == [64, 64]
+    assert os.environ.get("SRX_CHANNELS_LAST") == before
