@@ -13,6 +13,7 @@ import typer
 
 from ..limits import DEFAULT_MAX_PIXELS
 from ..serve.client import hand_to_worker
+from ..engine.options import UpscaleOptions
 from ..usecases.upscale import UpscaleRequest
 from .common import (
     BaseOpt,
@@ -32,7 +33,6 @@ from .common import (
     TileOpt,
     WeightsOpt,
     err_console,
-    guidance_options,
     print_error,
     print_line,
     report_errors,
@@ -205,13 +205,13 @@ def upscale(
     def on_term(signum, frame):
         raise _Terminated(signum)
 
+    options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
+                             prompt=prompt, seed=seed, sampler=sampler, prompt_extractor=prompt_extractor,
+                             pixel_guidance=pixel_guidance, semantic_guidance=semantic_guidance)
     request = UpscaleRequest(
         inputs=list(inputs), output=output, model=model, base=base, weights=str(weights) if weights else None,
-        scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix, prompt=prompt,
-        seed=seed, sampler=sampler, prompt_extractor=prompt_extractor, device=device, dtype=dtype,
-        compile_unet=compile_unet, fmt=fmt, quality=quality, suffix=suffix, recursive=recursive,
-        skip_existing=skip_existing, overwrite=overwrite, max_pixels=max_pixels,
-        extra=guidance_options(pixel_guidance, semantic_guidance))
+        options=options, device=device, dtype=dtype, compile_unet=compile_unet, fmt=fmt, quality=quality,
+        suffix=suffix, recursive=recursive, skip_existing=skip_existing, overwrite=overwrite, max_pixels=max_pixels)
     try:
         signal.signal(signal.SIGTERM, on_term)
     except ValueError:  # not the main thread (e.g. embedded use)

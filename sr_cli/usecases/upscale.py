@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engine.options import UpscaleOptions
 from ..limits import DEFAULT_MAX_PIXELS
 
 FORMATS = ("same", "png", "jpg", "webp", "tiff")
@@ -28,15 +29,7 @@ class UpscaleRequest:
     model: str | None = None
     base: str | None = None
     weights: str | None = None
-    scale: float | None = None
-    tile: int | None = None
-    overlap: int | None = None
-    tile_batch: int | None = None
-    color_fix: str | None = None
-    prompt: str | None = None
-    seed: int | None = None
-    sampler: str | None = None
-    prompt_extractor: str | None = None
+    options: UpscaleOptions = field(default_factory=UpscaleOptions)  # the engine's settings (None: the model's)
     device: str = "auto"
     dtype: str = "auto"
     compile_unet: bool = False
@@ -47,7 +40,6 @@ class UpscaleRequest:
     skip_existing: bool = False
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
-    extra: dict[str, Any] = field(default_factory=dict)  # options later families add (kept when round-tripped)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -55,6 +47,7 @@ class UpscaleRequest:
     @classmethod
     def from_json(cls, doc: dict) -> UpscaleRequest:
         known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        known["options"] = UpscaleOptions(**known.get("options", {}))
         return cls(**known)
 
     @property
@@ -64,7 +57,7 @@ class UpscaleRequest:
     def model_key(self) -> tuple:
         """What identifies the loaded model: requests with equal keys can share one loaded network."""
         return (self.model_name, self.base, self.weights, self.device, self.dtype, self.compile_unet,
-                self.prompt_extractor)
+                self.options.prompt_extractor)
 
 
 @dataclass
@@ -116,7 +109,6 @@ def plan_jobs(inputs, output, fmt, suffix, recursive, overwrite) -> list:
 
 def check_request(req: UpscaleRequest):
     """Every check that needs neither inputs nor a model; returns the engine's ``UpscaleOptions``."""
-    from ..engine.pipeline import UpscaleOptions
     from ..errors import UsageError
     from ..families import family_of
     from ..models.loading import resolve_spec
@@ -129,12 +121,10 @@ def check_request(req: UpscaleRequest):
         raise UsageError("--skip-existing and --overwrite exclude each other")
     if req.max_pixels < 1:
         raise UsageError("--max-pixels must be positive")
-    if req.scale is not None and not math.isfinite(req.scale):
-        raise UsageError(f"--scale must be a finite number >= 1, got {req.scale}")
+    if req.options.scale is not None and not math.isfinite(req.options.scale):
+        raise UsageError(f"--scale must be a finite number >= 1, got {req.options.scale}")
     spec = resolve_spec(req.model_name, req.base, req.weights)
-    options = UpscaleOptions(scale=req.scale, tile=req.tile, overlap=req.overlap, tile_batch=req.tile_batch,
-                             color_fix=req.color_fix, prompt=req.prompt, seed=req.seed, sampler=req.sampler,
-                             prompt_extractor=req.prompt_extractor, **req.extra)
+    options = req.options
     resolved = options.resolved(spec)  # usage errors before any work
     family_of(spec).check_sampler(spec, resolved.sampler)  # a multi-step sampler on a one-step model
     return options
