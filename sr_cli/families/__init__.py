@@ -6,11 +6,11 @@ reaches a model's family. Adding a family: a new module here with ``FAMILY = You
 
 from __future__ import annotations
 
-from . import adcsr, hypir, lite, resshift, s3diff, sd_dual_lora, sd_onestep, spandrel_family
+from . import adcsr, hypir, lite, ncnn_family, resshift, s3diff, sd_dual_lora, sd_onestep, spandrel_family
 from .base import SAMPLERS, ModelFamily, TilePlan, output_space_plan
 
 FAMILIES: dict[str, ModelFamily] = {m.FAMILY.name: m.FAMILY for m in (sd_onestep, lite, resshift, spandrel_family,
-                                                                  s3diff, adcsr, hypir, sd_dual_lora)}
+                                                                  s3diff, adcsr, hypir, sd_dual_lora, ncnn_family)}
 
 
 def family_of(spec) -> ModelFamily:
