@@ -1,4 +1,5 @@
-"""``srx distill``: a multi-step ResShift-family teacher -> a one-step student (SinSR, VPD-SR, HF-Diff)."""
+"""``srx distill``: a multi-step ResShift-family teacher -> a one-step student (SinSR, VPD-SR, HF-Diff), or a sharp
+teacher (Real-ESRGAN) -> the small ``lite`` model."""
 
 from __future__ import annotations
 
@@ -14,11 +15,17 @@ from .common import report_errors
 @report_errors
 def distill(
     ctx: typer.Context,
-    method: Annotated[str, typer.Option("--method", help="sinsr | vpd-sr | hf-diff (paper defaults).")] = "sinsr",
+    method: Annotated[str, typer.Option("--method", help="sinsr | vpd-sr | hf-diff (paper defaults) | lite.")] = "sinsr",
     teacher: Annotated[Optional[str], typer.Option(
-        "--teacher", help="Multi-step teacher: a ResShift-family model name or directory (default: resshift).")] = None,
+        "--teacher", help="sinsr/vpd-sr/hf-diff: the multi-step ResShift-family teacher (default: resshift). lite: "
+             "realesrgan-ncnn (Real-ESRGAN x4plus, srx[ncnn]), an ncnn .param file or an srx model.")] = None,
     student: Annotated[Optional[str], typer.Option(
-        "--student", help="Initial student weights (default: a copy of the teacher; hf-diff: sinsr).")] = None,
+        "--student", help="Initial student weights (default: a copy of the teacher; hf-diff: sinsr; "
+                          "lite: a lite model such as lite-faithful, else the identity).")] = None,
+    teacher_patches: Annotated[Optional[int], typer.Option(
+        "--teacher-patches", help="lite: degraded LR patches the teacher upscales once (default 600).")] = None,
+    clean_share: Annotated[Optional[float], typer.Option(
+        "--clean-share", help="lite: share of clean bicubic pairs, learnt from the photo (default 0.25).")] = None,
     data: shared.DataOpt = None,
     output: shared.OutputOpt = None,
     config: shared.ConfigOpt = None,
@@ -43,7 +50,8 @@ def distill(
     num_workers: shared.NumWorkersOpt = None,
     resume: shared.ResumeOpt = False,
 ) -> None:
-    """Distill a multi-step teacher (ResShift) into a one-step student (SinSR, VPD-SR or HF-Diff recipe).
+    """Distill a multi-step teacher (ResShift) into a one-step student (SinSR, VPD-SR or HF-Diff recipe), or a
+    sharp teacher into the lite model (--method lite --teacher realesrgan-ncnn).
 
     Multi-GPU / multi-node: `accelerate launch -m sr_cli.cli distill ...`.
     """

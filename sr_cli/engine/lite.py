@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,8 +55,3 @@ def pixel_unshuffle_like_weights(x: torch.Tensor, factor: int, weight: torch.Ten
     nhwc = x.reshape(b, c, h // factor, factor, w // factor, factor).permute(0, 2, 4, 1, 3, 5)
     return nhwc.reshape(b, h // factor, w // factor, c * factor * factor).permute(0, 3, 1, 2)
 
-
-def embedded_dir() -> Path:
-    from importlib import resources
-
-    return Path(str(resources.files("sr_cli").joinpath("weights", "lite")))

@@ -191,7 +191,11 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
         output.mkdir(parents=True, exist_ok=True)
         write_text(output / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
     base_dir = resolve_base_dir(cfg)
-    dataset = CropDataset(cfg.data, cfg.resolution, cfg.scale)
+    folders = METHODS[cfg.method].training_data(cfg, echo, main_process=True) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()
+    if folders is None:
+        folders = METHODS[cfg.method].training_data(cfg, echo, main_process=False)
+    dataset = CropDataset(folders, cfg.resolution, cfg.scale)
     torch.manual_seed(cfg.seed)  # LoRA/DTSM/discriminator init: the same in every process and every run
     method = build_method(cfg, base_dir)
     gen_opt, aux_opt = make_optimizers(method, cfg)

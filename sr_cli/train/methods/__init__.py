@@ -1,8 +1,8 @@
 """Training methods, one class each (``base.TrainMethod``); the registry is built from the classes.
 
 Adding a method: a module here with a ``TrainMethod`` subclass (name, defaults, its ``Options``, loss_weights,
-loss_terms, export), listed in ``_CLASSES`` below. ``srx train`` runs the methods whose ``command`` is ``train``,
-``srx distill`` those whose ``command`` is ``distill``.
+loss_terms, export), listed in ``_CLASSES`` below. ``srx train`` runs the methods whose ``commands`` name ``train``,
+``srx distill`` those that name ``distill`` (``lite`` is both: trained alone, or distilled from a teacher).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ METHODS: dict[str, type[TrainMethod]] = {cls.name: cls for cls in _CLASSES}
 
 def method_names(command: str | None = None) -> tuple[str, ...]:
     """The registered methods (those ``srx COMMAND`` runs, when given)."""
-    return tuple(n for n, cls in METHODS.items() if command is None or cls.command == command)
+    return tuple(n for n, cls in METHODS.items() if command is None or command in cls.commands)
 
 
 def build_method(cfg, base_dir: Path | None) -> TrainMethod:

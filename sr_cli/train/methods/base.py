@@ -43,7 +43,7 @@ def at_least_one(options: Any, *names: str) -> None:
 
 class TrainMethod(nn.Module):
     name: ClassVar[str]
-    command: ClassVar[str] = "train"  # the srx command that runs it: train | distill
+    commands: ClassVar[tuple[str, ...]] = ("train",)  # the srx commands that run it: train, distill
     summary: ClassVar[str] = ""  # one line for --help and docs
     defaults: ClassVar[dict[str, Any]] = {}  # common TrainConfig fields as the paper trains
     loss_weights: ClassVar[dict[str, float]] = {}  # every loss term, with its default weight
@@ -64,6 +64,12 @@ class TrainMethod(nn.Module):
     def base_model(cls, cfg: TrainConfig) -> str | None:
         """The base diffusion model to fetch before building (None: the method needs none)."""
         return None
+
+    @classmethod
+    def training_data(cls, cfg: TrainConfig, echo=print, main_process: bool = True) -> list[str]:
+        """The folders ``CropDataset`` reads (default: ``cfg.data``). A method that derives its data from
+        them (teacher targets) makes it here, on the main process; the others get the finished folders."""
+        return list(cfg.data)
 
     def loss_terms(self, lq: torch.Tensor, hq: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple | None]:
         """(unweighted loss terms by name, the inputs of ``aux``'s own loss or None) for a batch in [0, 1]."""

@@ -1,4 +1,13 @@
-"""srx's lite model: pixel L1 (Charbonnier) of the one-step x0 prediction in the pixel-unshuffle latent."""
+"""srx's lite model: the one-step x0 prediction in the pixel-unshuffle latent, trained two ways.
+
+* ``srx train --method lite``: pixel L1 (Charbonnier) to the photo, on Real-ESRGAN degradations mixed with plain
+  bicubic downsampling (the PSNR-oriented ``lite-faithful`` weights).
+* ``srx distill --method lite --teacher T``: the same network learns a sharp teacher's outputs (Real-ESRGAN
+  x4plus by default in the recipe) on degraded inputs and the photo itself on clean bicubic inputs; the
+  teacher's outputs are computed once (``teacher_targets.py``). A deterministic teacher gives one target per
+  input, so L1 to it does not average textures away as L1 to the photo does; the frequency term (L1 of the
+  2-D spectra) weighs the fine detail a pixel loss underweights.
+"""
 
 from __future__ import annotations
 
@@ -22,17 +31,25 @@ class LiteMethod(TrainMethod):
     and plain bicubic downsampling."""
 
     name = "lite"
-    summary = "srx lite: pixel L1 of a small one-step UNet (no base model)"
+    commands = ("train", "distill")
+    summary = "srx lite: a small one-step UNet (no base model), alone or distilled from a sharp teacher"
     defaults = {"lr": 2e-4, "resolution": 128, "batch_size": 16, "bicubic_prob": 0.5, "weight_decay": 0.0}
-    loss_weights = {"l1": 1.0}
+    loss_weights = {"l1": 1.0, "fft": 0.0, "adv": 0.0}
+    TARGETS = "teacher_targets"  # the teacher's outputs, inside the run's output folder
 
     @dataclass
     class Options:
         lite_channels: list[int] = field(default_factory=lambda: [48, 96, 160])  # UNet widths, one per level
         lite_blocks: int = 2  # residual blocks per level and direction
+        teacher: str | None = None  # distill from: realesrgan-ncnn, an ncnn .param, an srx model (None: train alone)
+        student: str | None = None  # initial weights: a lite model (name, directory); None: the identity
+        teacher_patches: int = 600  # degraded LR patches the teacher upscales once (64 px LR, 256 px targets)
+        clean_share: float = 0.25  # share of clean bicubic patches (target: the photo) among the training pairs
 
         def __post_init__(self):
-            at_least_one(self, "lite_blocks")
+            at_least_one(self, "lite_blocks", "teacher_patches")
+            if not 0 <= self.clean_share < 1:
+                raise UsageError(f"clean_share must be in [0, 1), got {self.clean_share}")
             if not self.lite_channels or min(self.lite_channels) < 1:
                 raise UsageError(f"lite_channels must be positive widths, got {self.lite_channels!r}")
 
@@ -45,7 +62,36 @@ class LiteMethod(TrainMethod):
                            "blocks": self.options.lite_blocks}
         self.net = OneStepLite(LiteUNet(**self.net_config))
         self.net.dtype = torch.float32
+        if self.options.student:
+            self._load_student(self.options.student)
         self.net.unet.requires_grad_(True)
+        if self.weight("adv"):  # a small PatchGAN on RGB (hinge loss); built only when weighted
+            from .vpd_sr import PatchDiscriminator
+
+            self.aux = PatchDiscriminator(3, width=32)
+
+    def _load_student(self, name: str) -> None:
+        from ...models.loading import load_model
+
+        unet = load_model(name, device="cpu", dtype="fp32").net.unet
+        try:
+            self.net.unet.load_state_dict(unet.state_dict())
+        except (RuntimeError, AttributeError):
+            raise UsageError(f"--student {name}: not a lite model with widths {self.options.lite_channels} "
+                             f"and {self.options.lite_blocks} blocks") from None
+
+    @classmethod
+    def training_data(cls, cfg: TrainConfig, echo=print, main_process: bool = True) -> list[str]:
+        if not cfg.options.teacher:
+            return list(cfg.data)
+        from ..teacher_targets import TargetPlan, build_targets
+        from ..teachers import load_teacher
+
+        teacher = load_teacher(cfg.options.teacher) if main_process else None
+        ident = teacher.ident if teacher is not None else None
+        plan = TargetPlan.for_share(ident, cfg.options.teacher_patches, cfg.options.clean_share,
+                                    seed=cfg.seed, scale=cfg.scale)
+        return build_targets(list(cfg.data), Path(cfg.output) / cls.TARGETS, plan, teacher, echo=echo)
 
     def loss_terms(self, lq, hq):
         from ...engine.resize import pil_resize
@@ -54,7 +100,13 @@ class LiteMethod(TrainMethod):
         h, w = hq.shape[-2:]
         x = torch.cat([pil_resize(lq[i : i + 1].detach().float().cpu(), h, w) for i in range(lq.shape[0])])
         sr = (self.net(x.to(hq.device) * 2 - 1) + 1) / 2
-        return {"l1": ((sr - hq) ** 2 + 1e-6).sqrt().mean()}, None
+        terms = {"l1": ((sr - hq) ** 2 + 1e-6).sqrt().mean()}
+        if self.weight("fft"):
+            terms["fft"] = (torch.fft.rfft2(sr, norm="ortho") - torch.fft.rfft2(hq, norm="ortho")).abs().mean()
+        if self.aux is None:
+            return terms, None
+        terms["adv"] = -self.aux.score(sr * 2 - 1).mean()
+        return terms, (hq * 2 - 1, (sr * 2 - 1).detach())
 
     def checkpoint(self) -> ConvertedCheckpoint:
         tensors = {f"net.{k}": v.detach().cpu().clone() for k, v in self.net.unet.state_dict().items()}

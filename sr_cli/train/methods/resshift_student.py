@@ -45,7 +45,7 @@ def load_resshift_model(name: str, role: str) -> tuple[ResShiftSR, ModelSpec]:
 class ResShiftStudentMethod(TrainMethod):
     """The student (``self.net``: the engine's ``ResShiftSR`` with the student UNet) and the frozen teacher."""
 
-    command = "distill"
+    commands = ("distill",)
     paper = ""
     defaults = {"lr": 5e-5, "weight_decay": 0.0, "resolution": 256, "batch_size": 16}
 

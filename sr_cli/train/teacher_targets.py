@@ -1,0 +1,140 @@
+"""Teacher targets for distilling ``lite``: computed once, kept as paired training folders.
+
+A sharp teacher (``teachers.py``) is far too slow to run at every training step on a CPU (Real-ESRGAN x4plus:
+~2 s per 80x80 LR patch on 2 cores), so its outputs are made once and cached as two paired sets (``HR/`` +
+``LR/``, the layout ``CropDataset`` reads) inside the run's output folder:
+
+* ``teacher/``: LR = Real-ESRGAN's second-order degradation of a random photo crop (8-bit, as saved files are),
+  HR = the teacher's output for that LR. The teacher runs on the LR patch plus ``context`` pixels on every
+  side and only the centre is kept, so the targets carry no teacher border effects.
+* ``clean/``: LR = plain antialiased bicubic x1/4 of a crop, HR = the crop itself, so that clean inputs are
+  learnt from the truth (the teacher over-sharpens them) and keep lite's fidelity on them.
+
+Every draw of patch ``i`` derives from ``(seed, i)``: an interrupted build resumes where it stopped and a
+rebuild gives the same files. ``targets.json`` records what the cache was built from; another teacher or other
+settings over an existing cache are a usage error, never a silent mix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import UsageError
+from ..io.fsio import atomic_write, write_text
+from .data import list_images, step_generator
+
+MANIFEST = "targets.json"
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    teacher: str | None  # the teacher's ident (file digest included); None: read the cache as it is
+    patches: int  # teacher patches (degraded LR -> teacher output)
+    clean: int  # clean patches (bicubic LR -> the photo itself)
+    lr_size: int = 64  # LR side of a kept patch (HR side: 4x)
+    context: int = 8  # LR pixels around a patch that the teacher sees but that are not kept
+    seed: int = 0
+    scale: int = 4
+
+    @staticmethod
+    def for_share(teacher: str, patches: int, clean_share: float, **kw) -> "TargetPlan":
+        if not 0 <= clean_share < 1:
+            raise UsageError(f"--clean-share must be in [0, 1), got {clean_share}")
+        return TargetPlan(teacher, patches, round(patches * clean_share / (1 - clean_share)), **kw)
+
+
+def _to_tensor(im: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def _save_png(x: torch.Tensor, dest: Path) -> None:
+    arr = (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    atomic_write(dest, writer=lambda path: Image.fromarray(arr).save(path, format="PNG", compress_level=1))
+
+
+def _random_crop(images: list[Path], side: int, g: torch.Generator) -> torch.Tensor:
+    """A ``side``-px crop of a random image (images smaller than ``side`` are skipped by the caller's list)."""
+    path = images[int(torch.randint(len(images), (1,), generator=g))]
+    with Image.open(path) as im:
+        w, h = im.size
+        top = int(torch.randint(h - side + 1, (1,), generator=g))
+        left = int(torch.randint(w - side + 1, (1,), generator=g))
+        crop = _to_tensor(im.crop((left, top, left + side, top + side)))
+    if bool(torch.rand((), generator=g) < 0.5):
+        crop = crop.flip(-1)
+    return crop
+
+
+def _usable_images(folders: list[str], side: int) -> list[Path]:
+    images = []
+    for f in folders:
+        if not Path(f).is_dir():
+            raise UsageError(f"{f}: training data folder not found")
+        for p in list_images(Path(f)):
+            with Image.open(p) as im:
+                if min(im.size) >= side:
+                    images.append(p)
+    if not images:
+        raise UsageError(f"no training image of at least {side}x{side} px in {', '.join(folders)}")
+    return images
+
+
+def _check_manifest(out: Path, plan: TargetPlan) -> None:
+    path = out / MANIFEST
+    want = asdict(plan)
+    if plan.teacher is None:  # a process that only reads the cache the main process made
+        if not path.is_file():
+            raise UsageError(f"{out}: no teacher targets")
+        want["teacher"] = json.loads(path.read_text()).get("teacher")
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != want:
+            changed = sorted(k for k in want if old.get(k) != want[k])
+            raise UsageError(f"{out}: teacher targets were built with other settings ({', '.join(changed)}); "
+                             "remove that folder or write to another --output")
+    else:
+        write_text(path, json.dumps(asdict(plan), indent=2))
+
+
+def build_targets(folders: list[str], out: Path, plan: TargetPlan, teacher=None, echo=print) -> list[str]:
+    """Make (or finish) the cache in ``out``; returns its paired folders. ``teacher`` is called only for
+    patches still missing (None: the cache must be complete)."""
+    from ..data.degradation import DegradationConfig, RealESRGANDegradation, quantize_8bit
+    from ..data.resize import bicubic_downsample
+
+    out.mkdir(parents=True, exist_ok=True)
+    _check_manifest(out, plan)
+    s, n, c = plan.scale, plan.lr_size, plan.context
+    sets = {"teacher": (plan.patches, (n + 2 * c) * s), "clean": (plan.clean, n * s)}
+    degrade = RealESRGANDegradation(DegradationConfig(scale=s))
+    images: dict[int, list[Path]] = {}
+    for kind, (count, side) in sets.items():
+        for sub in ("HR", "LR"):
+            (out / kind / sub).mkdir(parents=True, exist_ok=True)
+        missing = [i for i in range(count) if not (out / kind / "HR" / f"{i:05d}.png").is_file()]
+        if missing and kind == "teacher" and teacher is None:
+            raise UsageError(f"{out}: {len(missing)} teacher targets missing and no teacher given")
+        if missing:
+            echo(f"teacher targets: making {len(missing)} {kind} patches in {out / kind}")
+        for done, i in enumerate(missing):
+            if side not in images:
+                images[side] = _usable_images(folders, side)
+            g = step_generator(plan.seed, i, stream=5 if kind == "teacher" else 6)
+            hr = _random_crop(images[side], side, g)
+            if kind == "teacher":
+                lr = quantize_8bit(degrade(hr, g))
+                target = teacher(lr)[:, :, c * s : (c + n) * s, c * s : (c + n) * s]
+                lr = lr[:, :, c : c + n, c : c + n]
+            else:
+                lr, target = quantize_8bit(bicubic_downsample(hr, s)), hr
+            _save_png(lr, out / kind / "LR" / f"{i:05d}.png")
+            _save_png(target, out / kind / "HR" / f"{i:05d}.png")  # last: marks the pair complete
+            if (done + 1) % 50 == 0:
+                echo(f"teacher targets: {kind} {done + 1}/{len(missing)}")
+    return [str(out / kind) for kind, (count, _) in sets.items() if count]

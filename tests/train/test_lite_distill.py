@@ -1,0 +1,112 @@
+"""`srx distill --method lite`: teacher targets made once (resumable, reproducible), the student learns them."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from helpers.tiny import make_hq_folder
+from sr_cli.cli import app
+from sr_cli.data.resize import bicubic_downsample
+from sr_cli.errors import UsageError
+from sr_cli.models.loading import load_model
+from sr_cli.train.teacher_targets import TargetPlan, build_targets
+from sr_cli.train.teachers import load_teacher
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return make_hq_folder(tmp_path_factory.mktemp("photos"), n=3, size=336)
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path))
+
+
+def test_teacher_targets_are_reproducible_resumable_and_tied_to_their_teacher(photos, tmp_path):
+    teacher = load_teacher("lite-faithful")
+    plan = TargetPlan(teacher.ident, patches=3, clean=2)
+    out = tmp_path / "targets"
+    folders = build_targets([str(photos)], out, plan, teacher, echo=lambda s: None)
+    assert [f.split("/")[-1] for f in folders] == ["teacher", "clean"]
+    assert _pixels(out / "teacher" / "LR" / "00000.png").shape == (64, 64, 3)
+    assert _pixels(out / "teacher" / "HR" / "00000.png").shape == (256, 256, 3)
+    # A clean pair is the photo and its 8-bit antialiased bicubic x1/4.
+    hr = torch.from_numpy(_pixels(out / "clean" / "HR" / "00001.png") / 255.0).permute(2, 0, 1)[None].float()
+    lr = (bicubic_downsample(hr, 4).clamp(0, 1) * 255).round()[0].permute(1, 2, 0).numpy().astype(np.uint8)
+    assert np.array_equal(lr, _pixels(out / "clean" / "LR" / "00001.png"))
+    # An interrupted build resumes with the very same pair.
+    first = (out / "teacher" / "HR" / "00001.png").read_bytes(), (out / "teacher" / "LR" / "00001.png").read_bytes()
+    (out / "teacher" / "HR" / "00001.png").unlink()
+    (out / "teacher" / "LR" / "00001.png").unlink()
+    build_targets([str(photos)], out, plan, teacher, echo=lambda s: None)
+    assert ((out / "teacher" / "HR" / "00001.png").read_bytes(),
+            (out / "teacher" / "LR" / "00001.png").read_bytes()) == first
+    # Other settings (or another teacher) over the same cache are refused, never mixed in.
+    with pytest.raises(UsageError, match="patches"):
+        build_targets([str(photos)], out, TargetPlan(teacher.ident, patches=4, clean=2), teacher)
+    with pytest.raises(UsageError, match="teacher"):
+        build_targets([str(photos)], out, TargetPlan("ncnn:other", patches=3, clean=2), teacher)
+
+
+def test_teacher_target_is_the_teachers_output_away_from_the_patch_border(photos, tmp_path):
+    teacher = load_teacher("lite-faithful")
+    out = tmp_path / "targets"
+    build_targets([str(photos)], out, TargetPlan(teacher.ident, patches=1, clean=0), teacher, echo=lambda s: None)
+    lr = torch.from_numpy(_pixels(out / "teacher" / "LR" / "00000.png") / 255.0).permute(2, 0, 1)[None].float()
+    target = _pixels(out / "teacher" / "HR" / "00000.png").astype(int)
+    again = (teacher(lr)[0].permute(1, 2, 0).numpy() * 255).round().astype(int)
+    # The target is that output of the teacher where the patch's own border is far: it saw 8 more LR pixels on
+    # every side (lite's receptive field is wider than that, so the interior moves a little too).
+    diff = np.abs(again - target).mean(axis=2)
+    inner, border = diff[64:192, 64:192].mean(), np.concatenate([diff[:8].ravel(), diff[-8:].ravel()]).mean()
+    assert inner < 0.5 and border > 4 * inner, (inner, border)
+
+
+def _distill(photos, out, *extra):
+    return runner.invoke(app, ["distill", "--method", "lite", "--teacher", "lite-faithful", "--data", str(photos),
+                               "-o", str(out), "--teacher-patches", "3", "--clean-share", "0", "--max-steps", "1",
+                               "--lr", "0", "--resolution", "128", "--batch-size", "2", "--log-every", "1",
+                               "--checkpoint-every", "1", *extra])
+
+
+def test_distilled_lite_starts_from_its_student_and_learns_the_teachers_outputs(photos, tmp_path):
+    same = _distill(photos, tmp_path / "same", "--student", "lite-faithful")
+    assert same.exit_code == 0, same.output
+    fresh = _distill(photos, tmp_path / "fresh")
+    assert fresh.exit_code == 0, fresh.output
+    loss = {name: json.loads((tmp_path / name / "logs" / "train.jsonl").read_text().splitlines()[-1])["l1"]
+            for name in ("same", "fresh")}
+    # A student equal to the teacher nearly meets the targets (up to 8-bit rounding and its crops' borders); the
+    # identity start (bicubic) does not.
+    assert loss["same"] < 0.4 * loss["fresh"], loss
+    # lr 0: the exported model is exactly its student.
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    got = load_model(str(tmp_path / "same"), device="cpu", dtype="fp32").upscale_tensor(x)
+    want = load_model("lite-faithful", device="cpu", dtype="fp32").upscale_tensor(x)
+    assert torch.equal(got, want)
+
+
+def test_frequency_loss_term_is_weighted_in_when_asked(photos, tmp_path):
+    result = _distill(photos, tmp_path / "fft", "--loss-weight", "fft=0.5")
+    assert result.exit_code == 0, result.output
+    logged = json.loads((tmp_path / "fft" / "logs" / "train.jsonl").read_text().splitlines()[-1])
+    assert logged["fft"] > 0
+    assert logged["total"] == pytest.approx(logged["l1"] + 0.5 * logged["fft"], rel=1e-5)
+
+
+def test_distill_lite_refuses_a_student_of_another_shape(photos, tmp_path):
+    result = _distill(photos, tmp_path / "bad", "--student", "lite-faithful", "--config", str(_recipe(tmp_path)))
+    assert result.exit_code == 2
+    assert "--student lite-faithful: not a lite model" in result.output
+
+
+def _recipe(tmp_path):
+    path = tmp_path / "narrow.yaml"
+    path.write_text("method: lite\nlite_channels: [8, 16, 24]\nlite_blocks: 1\n")
+    return path
