@@ -15,7 +15,8 @@ from .common import report_errors
 @report_errors
 def distill(
     ctx: typer.Context,
-    method: Annotated[str, typer.Option("--method", help="sinsr | vpd-sr | hf-diff (paper defaults) | lite.")] = "sinsr",
+    method: Annotated[Optional[str], typer.Option(
+        "--method", help="sinsr | vpd-sr | hf-diff (paper defaults) | lite (default: the recipe's, else sinsr).")] = None,
     teacher: Annotated[Optional[str], typer.Option(
         "--teacher", help="sinsr/vpd-sr/hf-diff: the multi-step ResShift-family teacher (default: resshift). lite: "
              "realesrgan-ncnn (Real-ESRGAN x4plus, srx[ncnn]), an ncnn .param file or an srx model.")] = None,
@@ -23,7 +24,7 @@ def distill(
         "--student", help="Initial student weights (default: a copy of the teacher; hf-diff: sinsr; "
                           "lite: a lite model such as lite-faithful, else the identity).")] = None,
     teacher_patches: Annotated[Optional[int], typer.Option(
-        "--teacher-patches", help="lite: degraded LR patches the teacher upscales once (default 600).")] = None,
+        "--teacher-patches", help="lite: degraded LR patches the teacher upscales once (default 300).")] = None,
     clean_share: Annotated[Optional[float], typer.Option(
         "--clean-share", help="lite: share of clean bicubic pairs, learnt from the photo (default 0.25).")] = None,
     data: shared.DataOpt = None,

@@ -36,6 +36,9 @@ NumWorkersOpt = Annotated[Optional[int], typer.Option("--num-workers", help="Dat
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --output.")]
 
 
+# The method of a command given neither --method nor a recipe naming one.
+DEFAULT_METHOD = {"train": "osediff", "distill": "sinsr"}
+
 # A flag whose config field is spelled otherwise (a repeatable flag names one item, the field all of them).
 FIELD_OF_OPTION = {"validation_image": "validation_images", "loss_weight": "loss_weights"}
 
@@ -59,7 +62,7 @@ def config_from_options(params: dict[str, Any], command: str | None = None):
     values = {FIELD_OF_OPTION.get(k, k): _plain(v) for k, v in params.items()}
     config = values.pop("config")
     recipe = load_recipe(config) if config else {}
-    method = values.pop("method") or recipe.get("method")
+    method = values.pop("method") or recipe.get("method") or DEFAULT_METHOD.get(command)
     if command is not None and method not in method_names(command):
         raise UsageError(f"--method must be one of {', '.join(method_names(command))}, got {method!r}")
     values["loss_weights"] = parse_loss_weights(values["loss_weights"])

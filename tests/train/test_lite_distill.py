@@ -110,3 +110,13 @@ def _recipe(tmp_path):
     path = tmp_path / "narrow.yaml"
     path.write_text("method: lite\nlite_channels: [8, 16, 24]\nlite_blocks: 1\n")
     return path
+
+
+def test_distill_takes_the_method_its_recipe_names(photos, tmp_path):
+    recipe = tmp_path / "sharp.yaml"
+    recipe.write_text("method: lite\nteacher: lite-faithful\nteacher_patches: 2\nclean_share: 0.5\nresolution: 128\n"
+                      "batch_size: 1\nmax_steps: 1\nlog_every: 1\n")
+    result = runner.invoke(app, ["distill", "--config", str(recipe), "--data", str(photos), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "train_config.json").read_text())["method"] == "lite"
+    assert len(list((tmp_path / "r" / "teacher_targets" / "clean" / "HR").iterdir())) == 2

@@ -43,7 +43,7 @@ class LiteMethod(TrainMethod):
         lite_blocks: int = 2  # residual blocks per level and direction
         teacher: str | None = None  # distill from: realesrgan-ncnn, an ncnn .param, an srx model (None: train alone)
         student: str | None = None  # initial weights: a lite model (name, directory); None: the identity
-        teacher_patches: int = 600  # degraded LR patches the teacher upscales once (64 px LR, 256 px targets)
+        teacher_patches: int = 300  # degraded LR patches the teacher upscales once (64 px LR, 256 px targets)
         clean_share: float = 0.25  # share of clean bicubic patches (target: the photo) among the training pairs
 
         def __post_init__(self):
