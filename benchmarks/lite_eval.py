@@ -44,7 +44,8 @@ Metrics, per set and system, means over the images (of the 8-bit PNGs, as the pa
 Then, for each model of ``--models`` (not the teacher): the wall time of a 512x512 -> 2048x2048 upscale with
 default tiling (one warm-up run first, in-process, ``torch.get_num_threads()`` threads), the size of its weights
 files (``weights.safetensors``) and the PSNR between tiled (512/64) and untiled outputs of a 256x256 input.
-``--skip-speed`` leaves that out.
+Then clean inputs with nothing to invent: a flat block in a smooth gradient and rendered text (see
+``clean_input_checks``). ``--skip-speed`` leaves these out.
 """
 
 from __future__ import annotations
@@ -274,6 +275,44 @@ def speed_and_seams(name: str, image: Path) -> dict:
             "tiled_vs_untiled_psnr": float("inf") if mse == 0 else float(10 * np.log10(1 / mse))}
 
 
+def clean_input_checks(name: str) -> dict:
+    """What a model does to clean inputs with nothing to invent: a flat block inside a smooth gradient (its
+    largest deviation from PIL bicubic, in 8-bit levels, away from the block's edges) and rendered text (mean
+    PSNR-Y to the crisp text over 4 images that ``make_text_pairs.py`` never writes: other seeds)."""
+    import random
+    import sys
+
+    from sr_cli import load_model
+    from sr_cli.engine.options import UpscaleOptions
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from make_text_pairs import render
+
+    def tensor(im: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+    def upscale(lr: Image.Image) -> torch.Tensor:
+        if name == "bicubic":
+            return tensor(lr.resize((lr.width * SCALE, lr.height * SCALE), Image.Resampling.BICUBIC))
+        return (model.upscale_tensor(tensor(lr), UpscaleOptions()).clamp(0, 1) * 255).round() / 255
+
+    model = None if name == "bicubic" else load_model(name, device="cpu", dtype="fp32")
+    ramp = np.tile(np.linspace(40, 200, 64, dtype=np.float32), (64, 1))
+    flat = np.stack([ramp, ramp * 0.8 + 20, np.full_like(ramp, 128)], -1)
+    flat[16:48, 16:48] = (90, 140, 60)
+    flat_lr = Image.fromarray(flat.round().astype(np.uint8))
+    bicubic = tensor(flat_lr.resize((256, 256), Image.Resampling.BICUBIC))
+    inside = ((upscale(flat_lr) - bicubic).abs() * 255)[:, :, 80:176, 80:176]
+    psnrs = []
+    for seed in range(1000, 1004):
+        hr = render(random.Random(seed))
+        sr = upscale(hr.resize((hr.width // SCALE, hr.height // SCALE), Image.Resampling.BICUBIC))
+        w = torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255
+        mse = ((((sr - tensor(hr)) * w).sum(1)) ** 2).mean().item()
+        psnrs.append(10 * np.log10(1 / mse))
+    return {"flat_block_max_deviation": float(inside.max()), "text_psnr_y": float(np.mean(psnrs))}
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -361,6 +400,11 @@ def main() -> None:
             r = report["speed"][name] = speed_and_seams(name, first_hr)
             print(f"  {name:22s} {r['seconds_512_to_2048']:6.2f} s  weights {r['weights_bytes'] / 2**20:6.2f} MiB  "
                   f"tiled (512/64) vs untiled, 256 -> 1024: PSNR {r['tiled_vs_untiled_psnr']:.2f} dB")
+        print("\nclean inputs with nothing to invent (flat: max deviation from bicubic inside a flat block, levels; "
+              "text: PSNR-Y on rendered text)")
+        for name in ["bicubic", *names]:
+            r = report.setdefault("clean_checks", {})[name] = clean_input_checks(name)
+            print(f"  {name:22s} flat {r['flat_block_max_deviation']:5.1f}  text {r['text_psnr_y']:6.2f} dB")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 

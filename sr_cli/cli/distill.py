@@ -25,6 +25,9 @@ def distill(
                           "lite: a lite model such as lite-faithful, else the identity).")] = None,
     teacher_patches: Annotated[Optional[int], typer.Option(
         "--teacher-patches", help="lite: degraded LR patches the teacher upscales once (default 300).")] = None,
+    teacher_targets: Annotated[Optional[Path], typer.Option(
+        "--teacher-targets", help="lite: folder of the teacher's cached outputs, shared between runs "
+                                  "(default: OUTPUT/teacher_targets).")] = None,
     clean_share: Annotated[Optional[float], typer.Option(
         "--clean-share", help="lite: share of clean bicubic pairs, learnt from the photo (default 0.25).")] = None,
     data: shared.DataOpt = None,

@@ -120,3 +120,36 @@ def test_distill_takes_the_method_its_recipe_names(photos, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r" / "train_config.json").read_text())["method"] == "lite"
     assert len(list((tmp_path / "r" / "teacher_targets" / "clean" / "HR").iterdir())) == 2
+
+
+def test_paired_folders_among_the_data_are_trained_on_as_they_are(photos, tmp_path):
+    from sr_cli.train.config import resolve_config
+    from sr_cli.train.methods.lite import LiteMethod
+
+    pairs = tmp_path / "text"
+    for sub, side in (("HR", 256), ("LR", 64)):
+        (pairs / sub).mkdir(parents=True)
+        Image.new("RGB", (side, side), "white").save(pairs / sub / "t0.png")
+    cfg = resolve_config("lite", None, data=[str(photos), str(pairs)], output=str(tmp_path / "run"),
+                         teacher="lite-faithful", teacher_patches=1, clean_share=0.5)
+    folders = LiteMethod.training_data(cfg, echo=lambda s: None)
+    assert folders == [str(tmp_path / "run" / "teacher_targets" / "teacher"),
+                       str(tmp_path / "run" / "teacher_targets" / "clean"), str(pairs)]
+    only_pairs = resolve_config("lite", None, data=[str(pairs)], output=str(tmp_path / "run2"), teacher="x")
+    with pytest.raises(UsageError, match="no folder of photographs"):
+        LiteMethod.training_data(only_pairs, echo=lambda s: None)
+
+
+def test_adversarial_term_trains_a_discriminator_beside_the_student(photos, tmp_path):
+    result = _distill(photos, tmp_path / "gan", "--loss-weight", "adv=0.01", "--lr", "1e-4", "--lr-aux", "1e-4")
+    assert result.exit_code == 0, result.output
+    logged = json.loads((tmp_path / "gan" / "logs" / "train.jsonl").read_text().splitlines()[-1])
+    assert logged["disc"] > 0  # the hinge loss of the PatchGAN (real: the targets, fake: the student's outputs)
+    assert logged["total"] == pytest.approx(logged["l1"] + 0.01 * logged["adv"], rel=1e-5)
+    from safetensors.torch import load_file
+
+    state = load_file(str(next((tmp_path / "gan" / "checkpoints").iterdir()) / "trainable.safetensors"))
+    assert any(k.startswith("aux.") for k in state) and any(k.startswith("gen.") for k in state)
+    # The exported model is the student alone: what inference runs.
+    exported = load_file(str(tmp_path / "gan" / "weights.safetensors"))
+    assert exported and all(k.startswith("net.") for k in exported)

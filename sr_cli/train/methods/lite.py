@@ -45,6 +45,7 @@ class LiteMethod(TrainMethod):
         student: str | None = None  # initial weights: a lite model (name, directory); None: the identity
         teacher_patches: int = 300  # degraded LR patches the teacher upscales once (64 px LR, 256 px targets)
         clean_share: float = 0.25  # share of clean bicubic patches (target: the photo) among the training pairs
+        teacher_targets: str | None = None  # where the teacher's outputs are kept (None: OUTPUT/teacher_targets)
 
         def __post_init__(self):
             at_least_one(self, "lite_blocks", "teacher_patches")
@@ -87,11 +88,18 @@ class LiteMethod(TrainMethod):
         from ..teacher_targets import TargetPlan, build_targets
         from ..teachers import load_teacher
 
+        # Paired folders (HR/ + LR/, e.g. rendered text) are used as they are; the others are the photos the
+        # teacher targets are cut from.
+        paired = [f for f in cfg.data if (Path(f) / "HR").is_dir() and (Path(f) / "LR").is_dir()]
+        sources = [f for f in cfg.data if f not in paired]
+        if not sources:
+            raise UsageError("--teacher: no folder of photographs among --data (only paired HR/ + LR/ folders)")
         teacher = load_teacher(cfg.options.teacher) if main_process else None
         ident = teacher.ident if teacher is not None else None
         plan = TargetPlan.for_share(ident, cfg.options.teacher_patches, cfg.options.clean_share,
                                     seed=cfg.seed, scale=cfg.scale)
-        return build_targets(list(cfg.data), Path(cfg.output) / cls.TARGETS, plan, teacher, echo=echo)
+        where = Path(cfg.options.teacher_targets or Path(cfg.output) / cls.TARGETS)
+        return build_targets(sources, where, plan, teacher, echo=echo) + paired
 
     def loss_terms(self, lq, hq):
         from ...engine.resize import pil_resize
@@ -117,5 +125,6 @@ class LiteMethod(TrainMethod):
         return replace(embedded, name=Path(self.cfg.output).name, weights=None,
                        defaults=replace(embedded.defaults, scale=self.cfg.scale),
                        description="srx lite: small one-step x0 model in the pixel-unshuffle latent "
-                                   "(trained with `srx train --method lite`)",
+                                   + (f"(distilled from {self.options.teacher} with `srx distill --method lite`)"
+                                      if self.options.teacher else "(trained with `srx train --method lite`)"),
                        paper="", license="Apache-2.0")
