@@ -25,6 +25,9 @@ def distill(
                           "lite: a lite model such as lite-faithful, else the identity).")] = None,
     teacher_patches: Annotated[Optional[int], typer.Option(
         "--teacher-patches", help="lite: degraded LR patches the teacher upscales once (default 300).")] = None,
+    mild_patches: Annotated[Optional[int], typer.Option(
+        "--mild-patches", help="lite: camera-like (blurry, little noise) LR patches the teacher upscales once "
+                               "(default 0).")] = None,
     teacher_targets: Annotated[Optional[Path], typer.Option(
         "--teacher-targets", help="lite: folder of the teacher's cached outputs, shared between runs "
                                   "(default: OUTPUT/teacher_targets).")] = None,

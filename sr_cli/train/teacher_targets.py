@@ -7,6 +7,10 @@ A sharp teacher (``teachers.py``) is far too slow to run at every training step 
 * ``teacher/``: LR = Real-ESRGAN's second-order degradation of a random photo crop (8-bit, as saved files are),
   HR = the teacher's output for that LR. The teacher runs on the LR patch plus ``context`` pixels on every
   side and only the centre is kept, so the targets carry no teacher border effects.
+* ``mild/``: as ``teacher/`` with a camera-like degradation (the same blurs and resizes, little noise, high JPEG
+  qualities, rarely ringing): camera LR images (RealSR, DRealSR) are blurry but clean, which the full
+  Real-ESRGAN recipe, made for heavily processed web images, seldom draws — without them the student learns
+  to deblur only what is also noisy.
 * ``clean/``: LR = plain antialiased bicubic x1/4 of a crop, HR = the crop itself, so that clean inputs are
   learnt from the truth (the teacher over-sharpens them) and keep lite's fidelity on them.
 
@@ -37,16 +41,25 @@ class TargetPlan:
     teacher: str | None  # the teacher's ident (file digest included); None: read the cache as it is
     patches: int  # teacher patches (degraded LR -> teacher output)
     clean: int  # clean patches (bicubic LR -> the photo itself)
+    mild: int = 0  # camera-like degraded LR patches -> teacher output
     lr_size: int = 64  # LR side of a kept patch (HR side: 4x)
     context: int = 8  # LR pixels around a patch that the teacher sees but that are not kept
     seed: int = 0
     scale: int = 4
 
     @staticmethod
-    def for_share(teacher: str, patches: int, clean_share: float, **kw) -> "TargetPlan":
+    def for_share(teacher: str | None, patches: int, clean_share: float, mild: int = 0, **kw) -> "TargetPlan":
+        """``clean_share`` of all pairs clean, the rest ``patches`` + ``mild`` teacher pairs."""
         if not 0 <= clean_share < 1:
             raise UsageError(f"--clean-share must be in [0, 1), got {clean_share}")
-        return TargetPlan(teacher, patches, round(patches * clean_share / (1 - clean_share)), **kw)
+        clean = round((patches + mild) * clean_share / (1 - clean_share))
+        return TargetPlan(teacher, patches, clean, mild=mild, **kw)
+
+
+# Camera-like degradation: Real-ESRGAN's blurs and resizes with little noise, mild JPEG and few ringing filters.
+MILD = dict(sinc_prob=0.0, sinc_prob2=0.0, final_sinc_prob=0.2, noise_range=(0.5, 4.0), noise_range2=(0.5, 3.0),
+            poisson_scale_range=(0.05, 0.5), poisson_scale_range2=(0.05, 0.5), jpeg_range=(85, 95),
+            jpeg_range2=(85, 95))
 
 
 def _to_tensor(im: Image.Image) -> torch.Tensor:
@@ -111,24 +124,27 @@ def build_targets(folders: list[str], out: Path, plan: TargetPlan, teacher=None,
     out.mkdir(parents=True, exist_ok=True)
     _check_manifest(out, plan)
     s, n, c = plan.scale, plan.lr_size, plan.context
-    sets = {"teacher": (plan.patches, (n + 2 * c) * s), "clean": (plan.clean, n * s)}
-    degrade = RealESRGANDegradation(DegradationConfig(scale=s))
+    sets = {"teacher": (plan.patches, (n + 2 * c) * s), "mild": (plan.mild, (n + 2 * c) * s),
+            "clean": (plan.clean, n * s)}
+    degraders = {"teacher": RealESRGANDegradation(DegradationConfig(scale=s)),
+                 "mild": RealESRGANDegradation(DegradationConfig(scale=s, **MILD))}
+    streams = {"teacher": 5, "clean": 6, "mild": 7}
     images: dict[int, list[Path]] = {}
     for kind, (count, side) in sets.items():
         for sub in ("HR", "LR"):
             (out / kind / sub).mkdir(parents=True, exist_ok=True)
         missing = [i for i in range(count) if not (out / kind / "HR" / f"{i:05d}.png").is_file()]
-        if missing and kind == "teacher" and teacher is None:
+        if missing and kind != "clean" and teacher is None:
             raise UsageError(f"{out}: {len(missing)} teacher targets missing and no teacher given")
         if missing:
             echo(f"teacher targets: making {len(missing)} {kind} patches in {out / kind}")
         for done, i in enumerate(missing):
             if side not in images:
                 images[side] = _usable_images(folders, side)
-            g = step_generator(plan.seed, i, stream=5 if kind == "teacher" else 6)
+            g = step_generator(plan.seed, i, stream=streams[kind])
             hr = _random_crop(images[side], side, g)
-            if kind == "teacher":
-                lr = quantize_8bit(degrade(hr, g))
+            if kind != "clean":
+                lr = quantize_8bit(degraders[kind](hr, g))
                 target = teacher(lr)[:, :, c * s : (c + n) * s, c * s : (c + n) * s]
                 lr = lr[:, :, c : c + n, c : c + n]
             else:

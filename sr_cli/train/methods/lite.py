@@ -45,6 +45,7 @@ class LiteMethod(TrainMethod):
         student: str | None = None  # initial weights: a lite model (name, directory); None: the identity
         teacher_patches: int = 300  # degraded LR patches the teacher upscales once (64 px LR, 256 px targets)
         clean_share: float = 0.25  # share of clean bicubic patches (target: the photo) among the training pairs
+        mild_patches: int = 0  # camera-like degraded LR patches (blurry, little noise) the teacher upscales once
         teacher_targets: str | None = None  # where the teacher's outputs are kept (None: OUTPUT/teacher_targets)
 
         def __post_init__(self):
@@ -97,7 +98,7 @@ class LiteMethod(TrainMethod):
         teacher = load_teacher(cfg.options.teacher) if main_process else None
         ident = teacher.ident if teacher is not None else None
         plan = TargetPlan.for_share(ident, cfg.options.teacher_patches, cfg.options.clean_share,
-                                    seed=cfg.seed, scale=cfg.scale)
+                                    mild=cfg.options.mild_patches, seed=cfg.seed, scale=cfg.scale)
         where = Path(cfg.options.teacher_targets or Path(cfg.output) / cls.TARGETS)
         return build_targets(sources, where, plan, teacher, echo=echo) + paired
 
