@@ -1,7 +1,7 @@
 """Quality, sharpness, speed and seam checks of small models (the embedded ``lite``...) against bicubic and a teacher.
 
     python benchmarks/lite_eval.py --pairs /data/realsr --pairs /data/drealsr --val /data/held-out-HR \\
-        --models lite-faithful,lite --teacher realesrgan-ncnn --niqe-params niqe_pris_params.npz \\
+        --models lite,runs/lite --teacher realesrgan-ncnn --niqe-params niqe_pris_params.npz \\
         --cache lite_eval_cache --json lite_eval.json
 
 Data (x4): ``--pairs DIR`` is a folder of real LR/HR pairs (``test_LR/`` + ``test_HR/``, or ``LR/`` + ``HR/``:

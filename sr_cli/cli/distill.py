@@ -22,7 +22,7 @@ def distill(
              "realesrgan-ncnn (Real-ESRGAN x4plus, srx[ncnn]), an ncnn .param file or an srx model.")] = None,
     student: Annotated[Optional[str], typer.Option(
         "--student", help="Initial student weights (default: a copy of the teacher; hf-diff: sinsr; "
-                          "lite: a lite model such as lite-faithful, else the identity).")] = None,
+                          "lite: a lite model such as lite, else the identity).")] = None,
     teacher_patches: Annotated[Optional[int], typer.Option(
         "--teacher-patches", help="lite: degraded LR patches the teacher upscales once (default 300).")] = None,
     mild_patches: Annotated[Optional[int], typer.Option(

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -128,3 +129,60 @@ def test_upscale_compile_gives_the_same_image(tmp_path):
         outs.append(np.asarray(Image.open(dest)).astype(int))
     assert outs[0].shape == (96, 80, 3)
     assert np.abs(outs[0] - outs[1]).max() <= 1  # float reassociation may move a value across a rounding edge
+
+
+FLAT_MAX_LEVELS = 2  # inside a flat block, the shipped models stay within this many 8-bit levels of bicubic
+
+
+def _shipped(name):
+    from sr_cli.models.loading import load_model
+
+    return load_model(name, device="cpu", dtype="fp32")
+
+
+def _flat_block_image():
+    """A smooth gradient with a flat block in it: nothing for a model to sharpen or invent inside the block."""
+
+    ramp = np.tile(np.linspace(40, 200, 64, dtype=np.float32), (64, 1))
+    rgb = np.stack([ramp, ramp * 0.8 + 20, np.full_like(ramp, 128)], -1)
+    rgb[16:48, 16:48] = (90, 140, 60)
+    return torch.from_numpy(rgb.round() / 255).permute(2, 0, 1)[None].float()
+
+
+def test_shipped_lite_leaves_flat_areas_flat():
+    lr = _flat_block_image()
+    sr = _shipped("lite").upscale_tensor(lr)
+    bicubic = pil_resize(lr, 256, 256)
+    inside = ((sr - bicubic).abs() * 255)[:, :, 96:160, 96:160]  # the block (64..192), 32 px from its edges
+    assert inside.max() <= FLAT_MAX_LEVELS, float(inside.max())
+
+
+def test_shipped_lite_tiles_without_seams():
+    x = torch.rand(1, 3, 96, 80, generator=torch.Generator().manual_seed(3))
+    model = _shipped("lite")
+    tiled = model.upscale_tensor(x, UpscaleOptions(tile=192, overlap=64))
+    whole = model.upscale_tensor(x, UpscaleOptions(tile=0))
+    psnr = 10 * torch.log10(1 / ((tiled - whole) ** 2).mean())
+    assert psnr >= 40, float(psnr)
+
+
+def test_shipped_lite_keeps_small_dark_text_on_white():
+    """Earlier weights, trained on photographs only, washed small dark strokes out (PSNR-Y 4 dB under bicubic)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    hr = Image.new("RGB", (256, 256), "white")
+    draw = ImageDraw.Draw(hr)
+    font = ImageFont.load_default(size=44)
+    for i, line in enumerate(("Super-resolution", "srx lite 0123", "THE QUICK fox")):
+        draw.text((6, 20 + i * 70), line, fill="black", font=font)
+    to_tensor = lambda im: torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    lr = hr.resize((64, 64), Image.Resampling.BICUBIC)
+    truth = to_tensor(hr)
+    sr = (_shipped("lite").upscale_tensor(to_tensor(lr)) * 255).round() / 255
+    bicubic = to_tensor(lr.resize((256, 256), Image.Resampling.BICUBIC))
+    weights = torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255
+
+    def psnr_y(x):
+        return float(10 * torch.log10(1 / ((((x - truth) * weights).sum(1)) ** 2).mean()))
+
+    assert psnr_y(sr) > psnr_y(bicubic) + 2, (psnr_y(sr), psnr_y(bicubic))

@@ -1,7 +1,7 @@
 """srx's lite model: the one-step x0 prediction in the pixel-unshuffle latent, trained two ways.
 
 * ``srx train --method lite``: pixel L1 (Charbonnier) to the photo, on Real-ESRGAN degradations mixed with plain
-  bicubic downsampling (the PSNR-oriented ``lite-faithful`` weights).
+  bicubic downsampling (the embedded, PSNR-oriented ``lite`` weights).
 * ``srx distill --method lite --teacher T``: the same network learns a sharp teacher's outputs (Real-ESRGAN
   x4plus by default in the recipe) on degraded inputs and the photo itself on clean bicubic inputs; the
   teacher's outputs are computed once (``teacher_targets.py``). A deterministic teacher gives one target per
