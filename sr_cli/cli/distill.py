@@ -19,7 +19,7 @@ def distill(
         "--method", help="sinsr | vpd-sr | hf-diff (paper defaults) | lite (default: the recipe's, else sinsr).")] = None,
     teacher: Annotated[Optional[str], typer.Option(
         "--teacher", help="sinsr/vpd-sr/hf-diff: the multi-step ResShift-family teacher (default: resshift). lite: "
-             "realesrgan-ncnn (Real-ESRGAN x4plus, srx[ncnn]), an ncnn .param file or an srx model.")] = None,
+             "realesrgan-ncnn (Real-ESRGAN x4plus, srx\\[ncnn]), an ncnn .param file or an srx model.")] = None,
     student: Annotated[Optional[str], typer.Option(
         "--student", help="Initial student weights (default: a copy of the teacher; hf-diff: sinsr; "
                           "lite: a lite model such as lite, else the identity).")] = None,

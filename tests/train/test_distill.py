@@ -210,7 +210,7 @@ def test_distill_cli_resume_export_and_upscale(teachers, hq_dir, tmp_path):
 
 def test_distill_rejects_a_non_resshift_teacher_and_unknown_method(teachers, hq_dir, tmp_path):
     r = runner.invoke(app, ["distill", "--method", "osediff", "--data", str(hq_dir), "-o", str(tmp_path / "x")])
-    assert r.exit_code == 2 and "--method must be one of sinsr, vpd-sr, hf-diff" in r.output
+    assert r.exit_code == 2 and "--method must be one of lite, sinsr, vpd-sr, hf-diff" in r.output
     r = runner.invoke(app, ["distill", "--teacher", "lite", "--data", str(hq_dir), "-o", str(tmp_path / "x"),
                             "--resolution", "32", "--max-steps", "1"])
     assert r.exit_code == 2 and "ResShift-family" in r.output

@@ -33,7 +33,7 @@ def test_every_method_is_one_registered_class_with_its_defaults():
     assert len(set(METHODS.values())) == len(METHODS)
     assert all(issubclass(cls, TrainMethod) and cls.name == name for name, cls in METHODS.items())
     assert method_names("train") == ("osediff", "hero-sr", "dfosd", "lite")
-    assert method_names("distill") == ("sinsr", "vpd-sr", "hf-diff")
+    assert method_names("distill") == ("lite", "sinsr", "vpd-sr", "hf-diff")  # lite: from a teacher
     config_fields = {f.name for f in fields(TrainConfig)}
     for cls in METHODS.values():
         assert cls.loss_weights and all(w >= 0 for w in cls.loss_weights.values())
@@ -62,7 +62,7 @@ def pil_upsample(x, size):
 
 
 def test_loss_weights_from_recipes_and_flags(tmp_path):
-    assert lite_cfg(tmp_path).loss_weights == {"l1": 1.0}
+    assert lite_cfg(tmp_path).loss_weights == {"l1": 1.0, "fft": 0.0, "adv": 0.0}  # the distillation terms off
     old_style = resolve_config(None, {"method": "osediff", "w_lpips": 0.5})  # recipes written before loss_weights
     assert old_style.loss_weights == {"mse": 1.0, "lpips": 0.5, "vsd": 1.0}
     both = resolve_config("osediff", {"loss_weights": {"lpips": 0.5, "vsd": 0.0}}, loss_weights={"lpips": 4.0})
@@ -83,7 +83,7 @@ def test_train_cli_loss_weight_option(tmp_path):
 
     r = CliRunner().invoke(app, ["train", "--method", "lite", "--data", str(tmp_path), "-o", str(tmp_path / "o"),
                                  "--loss-weight", "lpips=1"])
-    assert r.exit_code == 2 and "--loss-weight lpips: lite has no such loss term (its terms: l1)" in r.output
+    assert r.exit_code == 2 and "--loss-weight lpips: lite has no such loss term (its terms: l1, fft, adv)" in r.output
     r = CliRunner().invoke(app, ["distill", "--data", str(tmp_path), "-o", str(tmp_path / "o"), "--loss-weight", "x"])
     assert r.exit_code == 2 and "expected NAME=NUMBER" in r.output
 
@@ -107,7 +107,7 @@ def test_method_options_are_declared_by_each_method_and_routed_from_flat_names(t
     assert resolve_config(None, saved) == routed
     with pytest.raises(UsageError, match=r"^--prompt: lite has no such option \(an option of osediff, hero-sr, dfosd\)$"):
         resolve_config("lite", None, prompt="a photo")
-    with pytest.raises(UsageError, match=r"^recipe: teacher: osediff has no such option \(an option of sinsr"):
+    with pytest.raises(UsageError, match=r"^recipe: teacher: osediff has no such option \(an option of lite, sinsr"):
         resolve_config("osediff", {"teacher": "resshift"})
     with pytest.raises(UsageError, match="lora_rank must be >= 1"):
         resolve_config("hero-sr", None, lora_rank=0)
