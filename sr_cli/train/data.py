@@ -24,6 +24,11 @@ def list_images(folder: Path) -> list[Path]:
     return images_in(folder, recursive=True)
 
 
+def is_paired_folder(folder: str | Path) -> bool:
+    """A paired training set: ``HR/`` and ``LR/`` subfolders with same-named images."""
+    return (Path(folder) / "HR").is_dir() and (Path(folder) / "LR").is_dir()
+
+
 def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:
     """A generator for one (step, process, purpose): reproducible after a resume."""
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1009 + rank) * 7 + stream)
@@ -52,7 +57,7 @@ class CropDataset(Dataset):
             folder = Path(f)
             if not folder.is_dir():
                 raise UsageError(f"{folder}: training data folder not found")
-            if (folder / "HR").is_dir() and (folder / "LR").is_dir():
+            if is_paired_folder(folder):
                 lr_by_stem = {p.stem: p for p in list_images(folder / "LR")}
                 for hr in list_images(folder / "HR"):
                     if hr.stem not in lr_by_stem:

@@ -1,12 +1,13 @@
 """Teacher targets for distilling ``lite``: computed once, kept as paired training folders.
 
 A sharp teacher (``teachers.py``) is far too slow to run at every training step on a CPU (Real-ESRGAN x4plus:
-~2 s per 80x80 LR patch on 2 cores), so its outputs are made once and cached as two paired sets (``HR/`` +
-``LR/``, the layout ``CropDataset`` reads) inside the run's output folder:
+~2 s per 80x80 LR patch on 2 cores), so its outputs are made once and cached as paired sets (``HR/`` +
+``LR/``, the layout ``CropDataset`` reads) in one folder (by default inside the run's output folder):
 
 * ``teacher/``: LR = Real-ESRGAN's second-order degradation of a random photo crop (8-bit, as saved files are),
   HR = the teacher's output for that LR. The teacher runs on the LR patch plus ``context`` pixels on every
-  side and only the centre is kept, so the targets carry no teacher border effects.
+  side and only the centre is kept, so the targets carry far less of the teacher's border effects (Real-ESRGAN's
+  output still depends on more than 20 LR pixels of context: the outermost band keeps a little of them).
 * ``mild/``: as ``teacher/`` with a camera-like degradation (the same blurs and resizes, little noise, high JPEG
   qualities, rarely ringing): camera LR images (RealSR, DRealSR) are blurry but clean, which the full
   Real-ESRGAN recipe, made for heavily processed web images, seldom draws — without them the student learns

@@ -86,12 +86,13 @@ class LiteMethod(TrainMethod):
     def training_data(cls, cfg: TrainConfig, echo=print, main_process: bool = True) -> list[str]:
         if not cfg.options.teacher:
             return list(cfg.data)
+        from ..data import is_paired_folder
         from ..teacher_targets import TargetPlan, build_targets
         from ..teachers import load_teacher
 
         # Paired folders (HR/ + LR/, e.g. rendered text) are used as they are; the others are the photos the
         # teacher targets are cut from.
-        paired = [f for f in cfg.data if (Path(f) / "HR").is_dir() and (Path(f) / "LR").is_dir()]
+        paired = [f for f in cfg.data if is_paired_folder(f)]
         sources = [f for f in cfg.data if f not in paired]
         if not sources:
             raise UsageError("--teacher: no folder of photographs among --data (only paired HR/ + LR/ folders)")
