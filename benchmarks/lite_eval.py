@@ -8,7 +8,8 @@ Data (x4): ``--pairs DIR`` is a folder of real LR/HR pairs (``test_LR/`` + ``tes
 the RealSR/DRealSR crops of StableSR), paired by srx's own rule (``sr_cli.evaluate.datasets.folder_set``);
 ``--val DIR`` holds held-out HR photos, each center-cropped to ``--crop`` px with its LR made by PIL's bicubic
 x1/4 (clean inputs; the crops are written once under ``--cache``). ``--limit N`` keeps the first N images of
-each set.
+each set; ``--skip N`` leaves out the first N pairs of each ``--pairs`` set: select models on what is left (a dev
+split) and report on the first N alone, which then stay held out from every choice.
 
 Systems: ``bicubic`` (the engine's baseline: PIL bicubic in float, ``sr_cli.evaluate.runner.BicubicBaseline``),
 each srx model of ``--models`` (``load_model(name, device="cpu", dtype="fp32")`` with the model's default
@@ -123,6 +124,16 @@ def output_dir(cache: Path, system, eval_set) -> Path:
 
 
 # ----------------------------------------------------------------------------- data
+
+
+def _skipped(eval_set, skip: int):
+    """``eval_set`` without its first ``skip`` samples (named apart, so that reports never mix the splits)."""
+    if not skip:
+        return eval_set
+    from sr_cli.evaluate.datasets import EvalSet
+
+    return EvalSet(f"{eval_set.name}-from{skip}", eval_set.root, eval_set.samples[skip:], eval_set.paper_name,
+                   list(eval_set.notes))
 
 
 def clean_val_set(folder: Path, crop: int, limit: int | None, cache: Path):
@@ -344,6 +355,9 @@ def main() -> None:
     ap.add_argument("--val", type=Path, help="folder of held-out HR photos (clean bicubic x4 inputs)")
     ap.add_argument("--crop", type=int, default=512, help="center crop of each --val image (multiple of 4)")
     ap.add_argument("--limit", type=int, help="the first N images of each set")
+    ap.add_argument("--skip", type=int, default=0,
+                    help="leave out the first N pairs of each --pairs set (select models on the rest, report on "
+                         "the first N: those stay held out)")
     ap.add_argument("--cache", type=Path, default=Path("lite_eval_cache"), help="SR outputs (PNG), reused")
     ap.add_argument("--niqe-params", type=Path, help="BasicSR's niqe_pris_params.npz (or pyiqa's .mat)")
     ap.add_argument("--niqe-ycbcr", action="store_true", help="NIQE on the Y of YCbCr (BasicSR's default)")
@@ -358,7 +372,7 @@ def main() -> None:
     from sr_cli.evaluate.runner import BicubicBaseline
 
     torch.set_grad_enabled(False)
-    sets = [folder_set(p).limited(args.limit) for p in args.pairs]
+    sets = [_skipped(folder_set(p), args.skip).limited(args.limit) for p in args.pairs]
     if args.val:
         sets.append(clean_val_set(args.val, args.crop, args.limit, args.cache))
     for s in sets:

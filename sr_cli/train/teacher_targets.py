@@ -57,10 +57,12 @@ class TargetPlan:
         return TargetPlan(teacher, patches, clean, mild=mild, **kw)
 
 
-# Camera-like degradation: Real-ESRGAN's blurs and resizes with little noise, mild JPEG and few ringing filters.
-MILD = dict(sinc_prob=0.0, sinc_prob2=0.0, final_sinc_prob=0.2, noise_range=(0.5, 4.0), noise_range2=(0.5, 3.0),
-            poisson_scale_range=(0.05, 0.5), poisson_scale_range2=(0.05, 0.5), jpeg_range=(85, 95),
-            jpeg_range2=(85, 95))
+# Camera-like degradation: Real-ESRGAN's blurs and resizes with sensor-level noise (at most 2 levels of 255; a
+# stronger one teaches the student to smooth camera LR, which has almost none), high JPEG qualities and few
+# ringing filters. Recorded in targets.json: a cache made with another recipe is refused.
+MILD = dict(sinc_prob=0.0, sinc_prob2=0.0, final_sinc_prob=0.2, noise_range=(0.5, 2.0), noise_range2=(0.5, 2.0),
+            poisson_scale_range=(0.05, 0.2), poisson_scale_range2=(0.05, 0.2), jpeg_range=(85, 98),
+            jpeg_range2=(85, 98))
 
 
 def _to_tensor(im: Image.Image) -> torch.Tensor:
@@ -101,7 +103,8 @@ def _usable_images(folders: list[str], side: int) -> list[Path]:
 
 def _check_manifest(out: Path, plan: TargetPlan) -> None:
     path = out / MANIFEST
-    want = asdict(plan)
+    # JSON-shaped (tuples as lists), so that it compares equal to what was read back.
+    want = json.loads(json.dumps({**asdict(plan), "mild_degradation": MILD if plan.mild else None}))
     if plan.teacher is None:  # a process that only reads the cache the main process made
         if not path.is_file():
             raise UsageError(f"{out}: no teacher targets")
@@ -113,7 +116,7 @@ def _check_manifest(out: Path, plan: TargetPlan) -> None:
             raise UsageError(f"{out}: teacher targets were built with other settings ({', '.join(changed)}); "
                              "remove that folder or write to another --output")
     else:
-        write_text(path, json.dumps(asdict(plan), indent=2))
+        write_text(path, json.dumps(want, indent=2))
 
 
 def build_targets(folders: list[str], out: Path, plan: TargetPlan, teacher=None, echo=print) -> list[str]:

@@ -54,6 +54,20 @@ def test_teacher_targets_are_reproducible_resumable_and_tied_to_their_teacher(ph
         build_targets([str(photos)], out, TargetPlan("ncnn:other", patches=3, clean=2), teacher)
 
 
+def test_teacher_targets_made_with_another_camera_recipe_are_refused(photos, tmp_path, monkeypatch):
+    from sr_cli.train import teacher_targets
+
+    teacher = load_teacher("lite")
+    plan = TargetPlan(teacher.ident, patches=0, clean=0, mild=1)
+    out = tmp_path / "targets"
+    build_targets([str(photos)], out, plan, teacher, echo=lambda s: None)
+    assert json.loads((out / "targets.json").read_text())["mild_degradation"]["jpeg_range"] == [85, 98]
+    build_targets([str(photos)], out, plan, teacher)  # the same recipe: the complete cache is read as it is
+    monkeypatch.setattr(teacher_targets, "MILD", {**teacher_targets.MILD, "noise_range": (0.5, 4.0)})
+    with pytest.raises(UsageError, match="mild_degradation"):
+        build_targets([str(photos)], out, plan, teacher)
+
+
 def test_teacher_target_is_the_teachers_output_away_from_the_patch_border(photos, tmp_path):
     teacher = load_teacher("lite")
     out = tmp_path / "targets"
@@ -153,3 +167,4 @@ def test_adversarial_term_trains_a_discriminator_beside_the_student(photos, tmp_
     # The exported model is the student alone: what inference runs.
     exported = load_file(str(tmp_path / "gan" / "weights.safetensors"))
     assert exported and all(k.startswith("net.") for k in exported)
+
