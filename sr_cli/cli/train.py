@@ -24,11 +24,9 @@ def train(
     grad_accum: shared.GradAccumOpt = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Generator learning rate (AdamW).")] = None,
     lr_aux: shared.LrAuxOpt = None,
-    lr_schedule: Annotated[Optional[str], typer.Option(
-        "--lr-schedule", help="constant | cosine (from --lr-decay-start to --max-steps, down to --lr-min).")] = None,
-    lr_min: Annotated[Optional[float], typer.Option("--lr-min", help="Final learning rate of the cosine decay.")] = None,
-    lr_decay_start: Annotated[Optional[int], typer.Option(
-        "--lr-decay-start", help="Step where the cosine decay begins.")] = None,
+    lr_schedule: shared.LrScheduleOpt = None,
+    lr_min: shared.LrMinOpt = None,
+    lr_decay_start: shared.LrDecayStartOpt = None,
     resolution: Annotated[Optional[int], typer.Option("--resolution", help="HQ crop size (default 512).")] = None,
     lora_rank: Annotated[Optional[int], typer.Option(
         "--lora-rank", help="SD methods: LoRA rank (method default: 4 or 16).")] = None,

@@ -16,6 +16,10 @@ BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Image
 GradAccumOpt = Annotated[Optional[int], typer.Option("--grad-accum", help="Gradient accumulation steps.")]
 LrAuxOpt = Annotated[Optional[float], typer.Option(
     "--lr-aux", help="Learning rate of the auxiliary network (fake score or discriminator).")]
+LrScheduleOpt = Annotated[Optional[str], typer.Option(
+    "--lr-schedule", help="constant | cosine (from --lr-decay-start to --max-steps, down to --lr-min).")]
+LrMinOpt = Annotated[Optional[float], typer.Option("--lr-min", help="Final learning rate of the cosine decay.")]
+LrDecayStartOpt = Annotated[Optional[int], typer.Option("--lr-decay-start", help="Step where the cosine decay begins.")]
 MixedPrecisionOpt = Annotated[Optional[str], typer.Option("--mixed-precision", help="no | fp16 | bf16.")]
 CheckpointEveryOpt = Annotated[Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")]
 ValidateEveryOpt = Annotated[Optional[int], typer.Option("--validate-every", help="Steps between validation images.")]

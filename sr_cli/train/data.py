@@ -47,16 +47,20 @@ class CropDataset(Dataset):
     """Random ``resolution`` crops (with flips) of the images in some folders; LR made later on the device.
 
     A folder with ``HR/`` and ``LR/`` subfolders is a paired set: the LR crop is the aligned
-    ``resolution / scale`` window of the same-named LR image.
+    ``resolution / scale`` window of the same-named LR image. Every sample says whether it is ``clean``: from
+    one of the ``clean`` folders, paired sets whose LR images are plain bicubic downsamplings.
     """
 
-    def __init__(self, folders: list[str], resolution: int, scale: int):
+    def __init__(self, folders: list[str], resolution: int, scale: int, clean: list[str] = ()):
         self.resolution, self.scale = resolution, scale
         self.items: list[tuple[Path, Path | None]] = []
+        self.clean: list[bool] = []  # per item
+        clean_folders = {Path(f).resolve() for f in clean}
         for f in folders:
             folder = Path(f)
             if not folder.is_dir():
                 raise UsageError(f"{folder}: training data folder not found")
+            before = len(self.items)
             if is_paired_folder(folder):
                 lr_by_stem = {p.stem: p for p in list_images(folder / "LR")}
                 for hr in list_images(folder / "HR"):
@@ -65,6 +69,7 @@ class CropDataset(Dataset):
                     self.items.append((hr, lr_by_stem[hr.stem]))
             else:
                 self.items += [(p, None) for p in list_images(folder)]
+            self.clean += [folder.resolve() in clean_folders] * (len(self.items) - before)
         if not self.items:
             raise UsageError(f"no training images found in {', '.join(folders)}")
         self.paired = all(lr is not None for _, lr in self.items)
@@ -102,7 +107,7 @@ class CropDataset(Dataset):
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
             lq = lq[:, ::-1] if lq is not None else None
-        item = {"hq": _to_tensor(crop)}
+        item = {"hq": _to_tensor(crop), "clean": torch.tensor(self.clean[index])}
         if lq is not None:
             item["lq"] = _to_tensor(lq)
         return item

@@ -195,7 +195,7 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
     accelerator.wait_for_everyone()
     if folders is None:
         folders = METHODS[cfg.method].training_data(cfg, echo, main_process=False)
-    dataset = CropDataset(folders, cfg.resolution, cfg.scale)
+    dataset = CropDataset(folders, cfg.resolution, cfg.scale, clean=METHODS[cfg.method].clean_data(cfg))
     torch.manual_seed(cfg.seed)  # LoRA/DTSM/discriminator init: the same in every process and every run
     method = build_method(cfg, base_dir)
     gen_opt, aux_opt = make_optimizers(method, cfg)
@@ -235,17 +235,18 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
     try:
         for batch in loader:
             torch.manual_seed(step_generator(cfg.seed, micro, accelerator.process_index, stream=3).initial_seed())
-            hq = batch["hq"].to(device)
+            hq, clean = batch["hq"].to(device), batch["clean"].to(device)
             if "lq" in batch:
                 lq = batch["lq"].to(device)
             else:
                 lq = degrade(hq, step_generator(cfg.seed, micro, accelerator.process_index, stream=2))
+                clean = torch.tensor(degrade.last_params["bicubic"], device=device)  # plain bicubic draws
             factor = cfg.lr_factor(step)
             for opt, lr in ((gen_opt, cfg.lr), (aux_opt, cfg.lr_aux)):
                 for group in opt.param_groups if opt is not None else []:
                     group["lr"] = lr * factor
             with accelerator.accumulate(method):
-                terms = method(lq, hq)
+                terms = method(lq, hq, clean)
                 accelerator.backward(terms["total"])
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(plain.trainable_parameters(), cfg.max_grad_norm)

@@ -35,6 +35,7 @@ from ..io.fsio import atomic_write, write_text
 from .data import list_images, step_generator
 
 MANIFEST = "targets.json"
+CLEAN = "clean"  # the set of clean pairs (bicubic LR -> the photo itself)
 
 
 @dataclass(frozen=True)
@@ -129,16 +130,16 @@ def build_targets(folders: list[str], out: Path, plan: TargetPlan, teacher=None,
     _check_manifest(out, plan)
     s, n, c = plan.scale, plan.lr_size, plan.context
     sets = {"teacher": (plan.patches, (n + 2 * c) * s), "mild": (plan.mild, (n + 2 * c) * s),
-            "clean": (plan.clean, n * s)}
+            CLEAN: (plan.clean, n * s)}
     degraders = {"teacher": RealESRGANDegradation(DegradationConfig(scale=s)),
                  "mild": RealESRGANDegradation(DegradationConfig(scale=s, **MILD))}
-    streams = {"teacher": 5, "clean": 6, "mild": 7}
+    streams = {"teacher": 5, CLEAN: 6, "mild": 7}
     images: dict[int, list[Path]] = {}
     for kind, (count, side) in sets.items():
         for sub in ("HR", "LR"):
             (out / kind / sub).mkdir(parents=True, exist_ok=True)
         missing = [i for i in range(count) if not (out / kind / "HR" / f"{i:05d}.png").is_file()]
-        if missing and kind != "clean" and teacher is None:
+        if missing and kind != CLEAN and teacher is None:
             raise UsageError(f"{out}: {len(missing)} teacher targets missing and no teacher given")
         if missing:
             echo(f"teacher targets: making {len(missing)} {kind} patches in {out / kind}")
@@ -147,7 +148,7 @@ def build_targets(folders: list[str], out: Path, plan: TargetPlan, teacher=None,
                 images[side] = _usable_images(folders, side)
             g = step_generator(plan.seed, i, stream=streams[kind])
             hr = _random_crop(images[side], side, g)
-            if kind != "clean":
+            if kind != CLEAN:
                 lr = quantize_8bit(degraders[kind](hr, g))
                 target = teacher(lr)[:, :, c * s : (c + n) * s, c * s : (c + n) * s]
                 lr = lr[:, :, c : c + n, c : c + n]

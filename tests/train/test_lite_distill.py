@@ -114,6 +114,23 @@ def test_frequency_loss_term_is_weighted_in_when_asked(photos, tmp_path):
     assert logged["total"] == pytest.approx(logged["l1"] + 0.5 * logged["fft"], rel=1e-5)
 
 
+def test_gradient_term_compares_sobel_edge_maps_and_is_weighted_in(photos, tmp_path):
+    from sr_cli.train.methods.lite import gradient_magnitude
+
+    step = torch.zeros(1, 3, 6, 16)
+    step[..., 8:] = 1.0  # a gray vertical edge between columns 7 and 8
+    g = gradient_magnitude(step)
+    assert g.shape == (1, 4, 14)
+    want = torch.zeros(14)
+    want[6:8] = 4.0  # Sobel's (1, 2, 1) rows across a unit step; the map starts at column 1 (no padding)
+    assert torch.allclose(g[0], want.expand(4, 14), atol=1e-3)
+    result = _distill(photos, tmp_path / "grad", "--loss-weight", "grad=0.5")
+    assert result.exit_code == 0, result.output
+    logged = json.loads((tmp_path / "grad" / "logs" / "train.jsonl").read_text().splitlines()[-1])
+    assert logged["grad"] > 0
+    assert logged["total"] == pytest.approx(logged["l1"] + 0.5 * logged["grad"], rel=1e-5)
+
+
 def test_distill_lite_refuses_a_student_of_another_shape(photos, tmp_path):
     result = _distill(photos, tmp_path / "bad", "--student", "lite", "--config", str(_recipe(tmp_path)))
     assert result.exit_code == 2
@@ -168,3 +185,45 @@ def test_adversarial_term_trains_a_discriminator_beside_the_student(photos, tmp_
     exported = load_file(str(tmp_path / "gan" / "weights.safetensors"))
     assert exported and all(k.startswith("net.") for k in exported)
 
+
+
+def test_clean_pairs_are_marked_and_left_out_of_the_adversarial_term(photos, tmp_path):
+    from sr_cli.train.config import resolve_config
+    from sr_cli.train.data import CropDataset
+    from sr_cli.train.methods.lite import LiteMethod
+
+    cfg = resolve_config("lite", None, data=[str(photos)], output=str(tmp_path / "run"), teacher="lite",
+                         teacher_patches=2, clean_share=0.5, resolution=64, loss_weights={"adv": 0.01})
+    folders = LiteMethod.training_data(cfg, echo=lambda s: None)
+    data = CropDataset(folders, 64, 4, clean=LiteMethod.clean_data(cfg))
+    marked = {str(hr.parent.parent.name): c for (hr, _), c in zip(data.items, data.clean)}
+    assert marked == {"teacher": False, "clean": True}
+    assert [bool(data[(i, 0)]["clean"]) for i in range(len(data))] == data.clean
+
+    torch.manual_seed(0)
+    method = LiteMethod(cfg)
+    g = torch.Generator().manual_seed(1)
+    lq, hq = torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 64, 64, generator=g)
+    clean = torch.tensor([True, False, True, False])
+    with torch.no_grad():
+        terms, (real, fake) = method.loss_terms(lq, hq, clean)
+        every, (real_all, _) = method.loss_terms(lq, hq)  # unknown: every sample counts
+        _, (real_clean, _) = method.loss_terms(lq, hq, torch.ones(4, dtype=torch.bool))
+    # The discriminator and the student's adversarial term see the degraded samples only.
+    assert torch.equal(real, hq[[1, 3]] * 2 - 1)
+    with torch.no_grad():
+        assert terms["adv"] == pytest.approx(float(-method.aux.score(fake).mean()), rel=1e-6)
+    assert real_all.shape[0] == 4 and every["l1"] == pytest.approx(float(terms["l1"]), rel=1e-6)
+    # A batch of clean samples only still gives the discriminator something to learn from.
+    assert real_clean.shape[0] == 4
+
+
+def test_distill_takes_the_learning_rate_schedule_flags_train_takes(photos, tmp_path):
+    out = tmp_path / "cos"
+    result = _distill(photos, out, "--lr", "1e-3", "--lr-schedule", "cosine", "--lr-decay-start", "0",
+                      "--lr-min", "1e-5", "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((out / "train_config.json").read_text())
+    assert (cfg["lr_schedule"], cfg["lr_decay_start"], cfg["lr_min"]) == ("cosine", 0, 1e-5)
+    lrs = [json.loads(line)["lr"] for line in (out / "logs" / "train.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(1e-3) and 1e-5 < lrs[1] < 1e-3

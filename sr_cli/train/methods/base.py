@@ -71,8 +71,17 @@ class TrainMethod(nn.Module):
         them (teacher targets) makes it here, on the main process; the others get the finished folders."""
         return list(cfg.data)
 
-    def loss_terms(self, lq: torch.Tensor, hq: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple | None]:
-        """(unweighted loss terms by name, the inputs of ``aux``'s own loss or None) for a batch in [0, 1]."""
+    @classmethod
+    def clean_data(cls, cfg: TrainConfig) -> list[str]:
+        """Those of ``training_data``'s paired folders whose LR images are clean bicubic downsamplings of their
+        HR images (their samples come with ``clean`` set): a method may spare them the terms that add
+        detail, so that clean inputs stay faithful."""
+        return []
+
+    def loss_terms(self, lq: torch.Tensor, hq: torch.Tensor, clean: torch.Tensor | None = None
+                   ) -> tuple[dict[str, torch.Tensor], tuple | None]:
+        """(unweighted loss terms by name, the inputs of ``aux``'s own loss or None) for a batch in [0, 1];
+        ``clean``: per sample, whether its LR is a clean bicubic downsampling (None: unknown, none is)."""
         raise NotImplementedError
 
     def model_spec(self):
@@ -91,8 +100,8 @@ class TrainMethod(nn.Module):
     def weight(self, term: str) -> float:
         return float(self.cfg.loss_weights.get(term, 0.0))
 
-    def forward(self, lq: torch.Tensor, hq: torch.Tensor) -> dict[str, Any]:
-        terms, aux_inputs = self.loss_terms(lq, hq)
+    def forward(self, lq: torch.Tensor, hq: torch.Tensor, clean: torch.Tensor | None = None) -> dict[str, Any]:
+        terms, aux_inputs = self.loss_terms(lq, hq, clean)
         weights = self.cfg.loss_weights
         total = sum(weights[k] * v for k, v in terms.items() if k in weights)
         out: dict[str, Any] = dict(terms)  # every term is logged, weighted or not

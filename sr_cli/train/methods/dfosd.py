@@ -42,7 +42,7 @@ class DFOSDMethod(OneStepSDMethod):
     def text_condition(self):
         return self.net.learned_text_embedding
 
-    def loss_terms(self, lq, hq):
+    def loss_terms(self, lq, hq, clean=None):
         sr, z0 = self.generate(lq)
         with torch.no_grad():
             vae = self.net.vae

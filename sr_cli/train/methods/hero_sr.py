@@ -65,7 +65,7 @@ class HeroSRMethod(OneStepSDMethod):
     def timesteps(self, x):
         return self.net.dtsm(x.float())  # train mode: hard Gumbel-Softmax, differentiable (straight-through)
 
-    def loss_terms(self, lq, hq):
+    def loss_terms(self, lq, hq, clean=None):
         sr, _ = self.generate(lq)
         sr_emb = self.clip.embed(sr)
         with torch.no_grad():

@@ -141,7 +141,7 @@ class HFDiffMethod(ResShiftStudentMethod):
                 m.eval()
         return self
 
-    def loss_terms(self, lq, hq):
+    def loss_terms(self, lq, hq, clean=None):
         s = self.prepare(lq, hq)
         terms = self.sinsr_terms(s, hq)
         if self.inn is not None or self.dino is not None:

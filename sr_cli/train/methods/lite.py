@@ -34,7 +34,7 @@ class LiteMethod(TrainMethod):
     commands = ("train", "distill")
     summary = "srx lite: a small one-step UNet (no base model), alone or distilled from a sharp teacher"
     defaults = {"lr": 2e-4, "resolution": 128, "batch_size": 16, "bicubic_prob": 0.5, "weight_decay": 0.0}
-    loss_weights = {"l1": 1.0, "fft": 0.0, "adv": 0.0}
+    loss_weights = {"l1": 1.0, "fft": 0.0, "grad": 0.0, "adv": 0.0}
     TARGETS = "teacher_targets"  # the teacher's outputs, inside the run's output folder
 
     @dataclass
@@ -100,10 +100,21 @@ class LiteMethod(TrainMethod):
         ident = teacher.ident if teacher is not None else None
         plan = TargetPlan.for_share(ident, cfg.options.teacher_patches, cfg.options.clean_share,
                                     mild=cfg.options.mild_patches, seed=cfg.seed, scale=cfg.scale)
-        where = Path(cfg.options.teacher_targets or Path(cfg.output) / cls.TARGETS)
-        return build_targets(sources, where, plan, teacher, echo=echo) + paired
+        return build_targets(sources, cls.targets_dir(cfg), plan, teacher, echo=echo) + paired
 
-    def loss_terms(self, lq, hq):
+    @classmethod
+    def targets_dir(cls, cfg: TrainConfig) -> Path:
+        return Path(cfg.options.teacher_targets or Path(cfg.output) / cls.TARGETS)
+
+    @classmethod
+    def clean_data(cls, cfg: TrainConfig) -> list[str]:
+        if not cfg.options.teacher or not cfg.options.clean_share:
+            return []
+        from ..teacher_targets import CLEAN
+
+        return [str(cls.targets_dir(cfg) / CLEAN)]  # the photo's bicubic downsamplings -> the photo
+
+    def loss_terms(self, lq, hq, clean=None):
         from ...engine.resize import pil_resize
 
         # The engine upsamples with PIL's bicubic: train on exactly that input.
@@ -113,10 +124,17 @@ class LiteMethod(TrainMethod):
         terms = {"l1": ((sr - hq) ** 2 + 1e-6).sqrt().mean()}
         if self.weight("fft"):
             terms["fft"] = (torch.fft.rfft2(sr, norm="ortho") - torch.fft.rfft2(hq, norm="ortho")).abs().mean()
+        if self.weight("grad"):
+            terms["grad"] = (gradient_magnitude(sr) - gradient_magnitude(hq)).abs().mean()
         if self.aux is None:
             return terms, None
-        terms["adv"] = -self.aux.score(sr * 2 - 1).mean()
-        return terms, (hq * 2 - 1, (sr * 2 - 1).detach())
+        # The adversarial term adds detail where the input lacks it; clean inputs are left to the pixel losses
+        # (their target is the photo itself), so that the GAN's texture does not cost fidelity on them. The
+        # discriminator sees the same samples. A batch with no degraded sample falls back to all of them.
+        pick = ~clean if clean is not None and not bool(clean.all()) else torch.ones(len(sr), dtype=torch.bool)
+        pick = pick.to(sr.device)
+        terms["adv"] = -self.aux.score(sr[pick] * 2 - 1).mean()
+        return terms, (hq[pick] * 2 - 1, (sr[pick] * 2 - 1).detach())
 
     def checkpoint(self) -> ConvertedCheckpoint:
         tensors = {f"net.{k}": v.detach().cpu().clone() for k, v in self.net.unet.state_dict().items()}
@@ -130,3 +148,18 @@ class LiteMethod(TrainMethod):
                                    + (f"(distilled from {self.options.teacher} with `srx distill --method lite`)"
                                       if self.options.teacher else "(trained with `srx train --method lite`)"),
                        paper="", license="Apache-2.0")
+
+
+_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+_LUMA = torch.tensor([0.299, 0.587, 0.114])  # BT.601
+
+
+def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """Sobel gradient magnitude of the luma of an RGB batch in [0, 1] (no padding): the edge energy that
+    ``benchmarks/lite_eval.py`` measures sharpness with, as a per-pixel map. Its L1 (the ``grad`` term) asks
+    for edges as strong as the target's where pixel losses settle for a blur (gradient maps as in SPSR, Ma et
+    al., CVPR 2020)."""
+    y = (x * _LUMA.to(x).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    k = torch.stack([_SOBEL, _SOBEL.T]).unsqueeze(1).to(x)
+    g = torch.nn.functional.conv2d(y, k)
+    return (g.pow(2).sum(1) + 1e-6).sqrt()

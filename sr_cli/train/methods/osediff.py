@@ -41,7 +41,7 @@ class OSEDiffMethod(OneStepSDMethod):
             self.register_buffer("neg_embedding", self.net.encode_text(self.options.neg_prompt).clone(), persistent=False)
         self.aux = VSDRegularizer(self.base_dir, self.options, self.unet_adapters)
 
-    def loss_terms(self, lq, hq):
+    def loss_terms(self, lq, hq, clean=None):
         sr, z0 = self.generate(lq)
         terms = {"mse": F.mse_loss(sr, hq), "lpips": lpips_loss(self.lpips, sr, hq),
                  "vsd": self.aux.vsd_loss(z0, self.prompt_embedding, self.neg_embedding, self.options.cfg)}

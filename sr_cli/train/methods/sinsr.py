@@ -13,5 +13,5 @@ class SinSRMethod(ResShiftStudentMethod):
     paper = "Wang et al., SinSR: Diffusion-Based Image Super-Resolution in a Single Step, CVPR 2024"
     loss_weights = {"distill": 1.0, "inverse": 1.0, "consistency": 1.0}
 
-    def loss_terms(self, lq, hq):
+    def loss_terms(self, lq, hq, clean=None):
         return self.sinsr_terms(self.prepare(lq, hq), hq), None

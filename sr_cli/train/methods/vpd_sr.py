@@ -72,7 +72,7 @@ class VPDSRMethod(ResShiftStudentMethod):
         if self.weight("adv"):
             self.aux = PatchDiscriminator(self.net.unet.config.out_channels)
 
-    def loss_terms(self, lq, hq):
+    def loss_terms(self, lq, hq, clean=None):
         s = self.prepare(lq, hq)
         terms = {"distill": F.mse_loss(s["z_student"], s["z_teacher"]),
                  "hfp": F.mse_loss(haar_high_bands(s["z_student"]), haar_high_bands(s["z_teacher"]))}
