@@ -28,6 +28,9 @@ def distill(
     mild_patches: Annotated[Optional[int], typer.Option(
         "--mild-patches", help="lite: camera-like (blurry, little noise) LR patches the teacher upscales once "
                                "(default 0).")] = None,
+    patch_candidates: Annotated[Optional[int], typer.Option(
+        "--patch-candidates", help="lite: random crops drawn per teacher patch; the one with the most edges is "
+                                   "kept (default 1).")] = None,
     teacher_targets: Annotated[Optional[Path], typer.Option(
         "--teacher-targets", help="lite: folder of the teacher's cached outputs, shared between runs "
                                   "(default: OUTPUT/teacher_targets).")] = None,

@@ -48,6 +48,7 @@ class TargetPlan:
     context: int = 8  # LR pixels around a patch that the teacher sees but that are not kept
     seed: int = 0
     scale: int = 4
+    candidates: int = 1  # crops drawn per teacher patch; the one with the most edge energy is kept
 
     @staticmethod
     def for_share(teacher: str | None, patches: int, clean_share: float, mild: int = 0, **kw) -> "TargetPlan":
@@ -88,6 +89,18 @@ def _random_crop(images: list[Path], side: int, g: torch.Generator) -> torch.Ten
     return crop
 
 
+def _edge_rich_crop(images: list[Path], side: int, g: torch.Generator, candidates: int) -> torch.Tensor:
+    """Of ``candidates`` random crops, the one with the most edge energy (mean Sobel magnitude of its luma).
+    Photographs are mostly smooth sky, bokeh and shade, where a sharp teacher has little to teach; one candidate
+    is a plain random crop (the same draws as before the option existed)."""
+    from .edges import gradient_magnitude
+
+    crops = [_random_crop(images, side, g) for _ in range(candidates)]
+    if len(crops) == 1:
+        return crops[0]
+    return max(crops, key=lambda c: float(gradient_magnitude(c).mean()))
+
+
 def _usable_images(folders: list[str], side: int) -> list[Path]:
     images = []
     for f in folders:
@@ -106,6 +119,8 @@ def _check_manifest(out: Path, plan: TargetPlan) -> None:
     path = out / MANIFEST
     # JSON-shaped (tuples as lists), so that it compares equal to what was read back.
     want = json.loads(json.dumps({**asdict(plan), "mild_degradation": MILD if plan.mild else None}))
+    if plan.candidates == 1:
+        del want["candidates"]  # caches made before the option existed drew one crop per patch
     if plan.teacher is None:  # a process that only reads the cache the main process made
         if not path.is_file():
             raise UsageError(f"{out}: no teacher targets")
@@ -113,7 +128,7 @@ def _check_manifest(out: Path, plan: TargetPlan) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         if old != want:
-            changed = sorted(k for k in want if old.get(k) != want[k])
+            changed = sorted(k for k in want.keys() | old.keys() if old.get(k) != want.get(k))
             raise UsageError(f"{out}: teacher targets were built with other settings ({', '.join(changed)}); "
                              "remove that folder or write to another --output")
     else:
@@ -147,12 +162,13 @@ def build_targets(folders: list[str], out: Path, plan: TargetPlan, teacher=None,
             if side not in images:
                 images[side] = _usable_images(folders, side)
             g = step_generator(plan.seed, i, stream=streams[kind])
-            hr = _random_crop(images[side], side, g)
             if kind != CLEAN:
+                hr = _edge_rich_crop(images[side], side, g, plan.candidates)
                 lr = quantize_8bit(degraders[kind](hr, g))
                 target = teacher(lr)[:, :, c * s : (c + n) * s, c * s : (c + n) * s]
                 lr = lr[:, :, c : c + n, c : c + n]
             else:
+                hr = _random_crop(images[side], side, g)
                 lr, target = quantize_8bit(bicubic_downsample(hr, s)), hr
             _save_png(lr, out / kind / "LR" / f"{i:05d}.png")
             _save_png(target, out / kind / "HR" / f"{i:05d}.png")  # last: marks the pair complete

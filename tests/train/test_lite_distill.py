@@ -68,6 +68,33 @@ def test_teacher_targets_made_with_another_camera_recipe_are_refused(photos, tmp
         build_targets([str(photos)], out, plan, teacher)
 
 
+def test_teacher_patches_are_drawn_where_the_photographs_have_edges(tmp_path):
+    from sr_cli.train.edges import gradient_magnitude
+    from sr_cli.train.teacher_targets import _edge_rich_crop
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (336, 336), (120, 130, 140)).save(folder / "a_flat.png")
+    texture = np.random.default_rng(0).integers(0, 256, (336, 336, 3), dtype=np.uint8)
+    Image.fromarray(texture).save(folder / "b_texture.png")
+    images = sorted(folder.iterdir())
+
+    def flat(candidates, seed):
+        crop = _edge_rich_crop(images, 64, torch.Generator().manual_seed(seed), candidates)
+        return float(gradient_magnitude(crop).mean()) == pytest.approx(0.0, abs=1e-2)
+
+    assert any(flat(1, seed) for seed in range(10))  # one candidate: a plain random crop, often the flat photo
+    assert not any(flat(6, seed) for seed in range(10))
+    # The choice is recorded with the cache: another number of candidates over it is refused.
+    teacher = load_teacher("lite")
+    out = tmp_path / "targets"
+    build_targets([str(folder)], out, TargetPlan(teacher.ident, patches=1, clean=0, candidates=4), teacher,
+                  echo=lambda s: None)
+    assert json.loads((out / "targets.json").read_text())["candidates"] == 4
+    with pytest.raises(UsageError, match="candidates"):
+        build_targets([str(folder)], out, TargetPlan(teacher.ident, patches=1, clean=0), teacher)
+
+
 def test_teacher_target_is_the_teachers_output_away_from_the_patch_border(photos, tmp_path):
     teacher = load_teacher("lite")
     out = tmp_path / "targets"
@@ -115,7 +142,7 @@ def test_frequency_loss_term_is_weighted_in_when_asked(photos, tmp_path):
 
 
 def test_gradient_term_compares_sobel_edge_maps_and_is_weighted_in(photos, tmp_path):
-    from sr_cli.train.methods.lite import gradient_magnitude
+    from sr_cli.train.edges import gradient_magnitude
 
     step = torch.zeros(1, 3, 6, 16)
     step[..., 8:] = 1.0  # a gray vertical edge between columns 7 and 8

@@ -46,10 +46,11 @@ class LiteMethod(TrainMethod):
         teacher_patches: int = 300  # degraded LR patches the teacher upscales once (64 px LR, 256 px targets)
         clean_share: float = 0.25  # share of clean bicubic patches (target: the photo) among the training pairs
         mild_patches: int = 0  # camera-like degraded LR patches (blurry, little noise) the teacher upscales once
+        patch_candidates: int = 1  # random crops per teacher patch; the most detailed one is kept
         teacher_targets: str | None = None  # where the teacher's outputs are kept (None: OUTPUT/teacher_targets)
 
         def __post_init__(self):
-            at_least_one(self, "lite_blocks", "teacher_patches")
+            at_least_one(self, "lite_blocks", "teacher_patches", "patch_candidates")
             if not 0 <= self.clean_share < 1:
                 raise UsageError(f"clean_share must be in [0, 1), got {self.clean_share}")
             if not self.lite_channels or min(self.lite_channels) < 1:
@@ -99,7 +100,8 @@ class LiteMethod(TrainMethod):
         teacher = load_teacher(cfg.options.teacher) if main_process else None
         ident = teacher.ident if teacher is not None else None
         plan = TargetPlan.for_share(ident, cfg.options.teacher_patches, cfg.options.clean_share,
-                                    mild=cfg.options.mild_patches, seed=cfg.seed, scale=cfg.scale)
+                                    mild=cfg.options.mild_patches, seed=cfg.seed, scale=cfg.scale,
+                                    candidates=cfg.options.patch_candidates)
         return build_targets(sources, cls.targets_dir(cfg), plan, teacher, echo=echo) + paired
 
     @classmethod
@@ -125,6 +127,8 @@ class LiteMethod(TrainMethod):
         if self.weight("fft"):
             terms["fft"] = (torch.fft.rfft2(sr, norm="ortho") - torch.fft.rfft2(hq, norm="ortho")).abs().mean()
         if self.weight("grad"):
+            from ..edges import gradient_magnitude
+
             terms["grad"] = (gradient_magnitude(sr) - gradient_magnitude(hq)).abs().mean()
         if self.aux is None:
             return terms, None
@@ -149,17 +153,3 @@ class LiteMethod(TrainMethod):
                                       if self.options.teacher else "(trained with `srx train --method lite`)"),
                        paper="", license="Apache-2.0")
 
-
-_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-_LUMA = torch.tensor([0.299, 0.587, 0.114])  # BT.601
-
-
-def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
-    """Sobel gradient magnitude of the luma of an RGB batch in [0, 1] (no padding): the edge energy that
-    ``benchmarks/lite_eval.py`` measures sharpness with, as a per-pixel map. Its L1 (the ``grad`` term) asks
-    for edges as strong as the target's where pixel losses settle for a blur (gradient maps as in SPSR, Ma et
-    al., CVPR 2020)."""
-    y = (x * _LUMA.to(x).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    k = torch.stack([_SOBEL, _SOBEL.T]).unsqueeze(1).to(x)
-    g = torch.nn.functional.conv2d(y, k)
-    return (g.pow(2).sum(1) + 1e-6).sqrt()
