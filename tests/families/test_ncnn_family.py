@@ -110,6 +110,15 @@ def test_tiled_upscale_equals_the_same_convolution_and_pixel_shuffle_in_torch(tm
     assert (torch_reference(lr.float() / 255, weight.transpose(-1, -2), bias) - tiled).abs().max() > 1e-2
 
 
+def test_the_bin_file_of_an_ncnn_pair_names_the_same_model_as_its_param(tmp_path):
+    param, weight, bias = make_tiny_ncnn_model(tmp_path / "m")
+    model = load_model(str(param.with_suffix(".bin")), device="cpu", dtype="fp32")
+    assert model.spec.family == "ncnn" and model.spec.name == str(param)
+    lr = _lr(20, 16)
+    assert (model.upscale_tensor(lr, UpscaleOptions(tile=0)) - torch_reference(lr.float() / 255, weight, bias)
+            ).abs().max() < 1e-4
+
+
 def test_srx_upscale_writes_the_ncnn_models_result(tmp_path):
     param, weight, bias = make_tiny_ncnn_model(tmp_path / "m")
     lr = _lr(30, 44)
