@@ -48,7 +48,7 @@ class TargetPlan:
     context: int = 8  # LR pixels around a patch that the teacher sees but that are not kept
     seed: int = 0
     scale: int = 4
-    candidates: int = 1  # crops drawn per teacher patch; the one with the most edge energy is kept
+    candidates: int = 1  # crops drawn per patch (every set); the one with the most edge energy is kept
 
     @staticmethod
     def for_share(teacher: str | None, patches: int, clean_share: float, mild: int = 0, **kw) -> "TargetPlan":
@@ -91,8 +91,9 @@ def _random_crop(images: list[Path], side: int, g: torch.Generator) -> torch.Ten
 
 def _edge_rich_crop(images: list[Path], side: int, g: torch.Generator, candidates: int) -> torch.Tensor:
     """Of ``candidates`` random crops, the one with the most edge energy (mean Sobel magnitude of its luma).
-    Photographs are mostly smooth sky, bokeh and shade, where a sharp teacher has little to teach; one candidate
-    is a plain random crop (the same draws as before the option existed)."""
+    Photographs are mostly smooth sky, bokeh and shade, where a sharp teacher has little to teach. Clean pairs are
+    drawn the same way: they teach how much sharpening the truth allows, which only edges can. One candidate is
+    a plain random crop (the same draws as before the option existed)."""
     from .edges import gradient_magnitude
 
     crops = [_random_crop(images, side, g) for _ in range(candidates)]
@@ -162,13 +163,12 @@ def build_targets(folders: list[str], out: Path, plan: TargetPlan, teacher=None,
             if side not in images:
                 images[side] = _usable_images(folders, side)
             g = step_generator(plan.seed, i, stream=streams[kind])
+            hr = _edge_rich_crop(images[side], side, g, plan.candidates)
             if kind != CLEAN:
-                hr = _edge_rich_crop(images[side], side, g, plan.candidates)
                 lr = quantize_8bit(degraders[kind](hr, g))
                 target = teacher(lr)[:, :, c * s : (c + n) * s, c * s : (c + n) * s]
                 lr = lr[:, :, c : c + n, c : c + n]
             else:
-                hr = _random_crop(images[side], side, g)
                 lr, target = quantize_8bit(bicubic_downsample(hr, s)), hr
             _save_png(lr, out / kind / "LR" / f"{i:05d}.png")
             _save_png(target, out / kind / "HR" / f"{i:05d}.png")  # last: marks the pair complete
