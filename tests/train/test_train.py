@@ -247,3 +247,18 @@ def test_cosine_lr_schedule_is_a_pure_function_of_the_step():
     assert resolve_config("lite", None, data=["x"]).lr_factor(12345) == 1.0
     with pytest.raises(UsageError, match="lr_schedule"):
         resolve_config("lite", None, data=["x"], lr_schedule="step")
+
+
+def test_every_recipe_resolves_and_the_teacherless_sharp_lite_degrades_as_the_camera_recipe():
+    from sr_cli.data.degradation import DegradationConfig
+    from sr_cli.train.config import load_recipe
+    from sr_cli.train.teacher_targets import MILD
+
+    recipes = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+    assert len(recipes) >= 10
+    for path in recipes:
+        cfg = resolve_config(None, load_recipe(path), data=["x"])
+        DegradationConfig(**cfg.degradation)  # every override names a real field
+    truth = resolve_config(None, load_recipe(REPO_ROOT / "configs" / "lite-sharp-truth.yaml"), data=["x"])
+    assert (truth.method, truth.bicubic_prob, truth.loss_weights["adv"]) == ("lite", 0.35, 0.02)
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in truth.degradation.items()} == MILD
