@@ -59,20 +59,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 SCALE = 4
 BT601_Y = (65.481 / 255, 128.553 / 255, 24.966 / 255)  # Y of YCbCr without its 16/255 offset (cancels in gradients)
-SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-
-
 def gradient_energy(rgb: torch.Tensor) -> float:
     """Mean Sobel gradient magnitude of the Y channel of ``rgb`` (1, 3, H, W) in [0, 1] (valid pixels only)."""
+    from sr_cli.train.edges import sobel_magnitude
+
     y = (rgb.double() * torch.tensor(BT601_Y, dtype=torch.float64).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    kernels = torch.stack([SOBEL_X, SOBEL_X.t()])[:, None].double()
-    g = F.conv2d(y, kernels)
-    return float(g.pow(2).sum(1).sqrt().mean())
+    return float(sobel_magnitude(y, eps=0.0).mean())
 
 
 # ----------------------------------------------------------------------------- systems

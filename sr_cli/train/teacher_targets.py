@@ -97,8 +97,6 @@ def _edge_rich_crop(images: list[Path], side: int, g: torch.Generator, candidate
     from .edges import gradient_magnitude
 
     crops = [_random_crop(images, side, g) for _ in range(candidates)]
-    if len(crops) == 1:
-        return crops[0]
     return max(crops, key=lambda c: float(gradient_magnitude(c).mean()))
 
 
