@@ -66,6 +66,13 @@ MILD = dict(sinc_prob=0.0, sinc_prob2=0.0, final_sinc_prob=0.2, noise_range=(0.5
             poisson_scale_range=(0.05, 0.2), poisson_scale_range2=(0.05, 0.2), jpeg_range=(85, 98),
             jpeg_range2=(85, 98))
 
+# Camera degradation matched to measured camera LR: benchmarks/blur_fit.py finds the LR of RealSR/DRealSR pairs
+# as blurry as a Gaussian of std 1.5-2.5 HR pixels before the bicubic x1/4 (a clean input: 0), while MILD's
+# first resize (down to 0.15 and back) makes inputs of std ~4. So: one blur of std 1-3, no intermediate
+# resizes, no second blur, MILD's noise and JPEG. For srx train's on-the-fly degradation (recipes in configs/).
+CAMERA = {**MILD, "blur_sigma": (1.0, 3.0), "resize_prob": (0.0, 0.0, 1.0), "second_blur_prob": 0.0,
+          "resize_prob2": (0.0, 0.0, 1.0), "final_sinc_prob": 0.1}
+
 
 def _to_tensor(im: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]

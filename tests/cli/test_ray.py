@@ -23,7 +23,36 @@ def _srx(*args, env=None) -> subprocess.CompletedProcess:
                           check=False, env=env)
 
 
-def test_a_ray_job_writes_the_files_of_a_plain_run_and_a_rerun_skips(tmp_path, request):
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster for the module (starting one is most of a run's time); each srx run joins it through
+    RAY_ADDRESS as a driver of its own, as on a real cluster. Its workers take the environment the cluster starts
+    with, so the Hub cache (empty, offline) is set here. Yields (address, its temp dir, that environment)."""
+    import ray
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="srxray", dir="/tmp"))  # short: Ray's socket paths must fit
+    hub = {"HF_HOME": str(ray_tmp / "hf"), "HF_HUB_OFFLINE": "1"}
+    saved = {k: os.environ.get(k) for k in hub}
+    os.environ.update(hub)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(ray_tmp))
+        yield ray.get_runtime_context().gcs_address, ray_tmp, dict(os.environ)
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _drivers(ray_tmp: Path) -> int:
+    """How many core-driver logs the cluster holds (each driver that joins writes at least one)."""
+    return len(list(ray_tmp.glob("session_*/logs/python-core-driver-*.log")))
+
+
+def test_a_ray_job_writes_the_files_of_a_plain_run_and_a_rerun_skips(tmp_path, cluster):
     src = tmp_path / "in"
     src.mkdir()
     rng = np.random.default_rng(5)
@@ -32,11 +61,11 @@ def test_a_ray_job_writes_the_files_of_a_plain_run_and_a_rerun_skips(tmp_path, r
     (src / "broken.png").write_bytes(b"not a png")
     Image.open(src / "img1.png").save(src / "img1.jpg")  # the same output as img1.png: the second one fails
     plain = _srx(src, "-o", tmp_path / "plain", "--json")
-    ray_tmp = Path(tempfile.mkdtemp(prefix="srxray", dir="/tmp"))  # short: Ray's socket paths must fit
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
-    request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
+    address, ray_tmp, environment = cluster
+    env = {**environment, "RAY_ADDRESS": address}
+    drivers = _drivers(ray_tmp)
     first = _srx(src, "-o", tmp_path / "ray", "--json", "--ray", env=env)
-    assert any(ray_tmp.glob("ray/session_*")), "the batch did not run on a Ray cluster"
+    assert _drivers(ray_tmp) > drivers, "the batch did not run on the Ray cluster"
     assert plain.returncode == 1 and first.returncode == 1, first.stderr  # the broken file fails, only it
     doc = json.loads(first.stdout)
     status = {Path(f["input"]).name: f["status"] for f in doc["files"]}
@@ -56,13 +85,12 @@ def test_a_ray_job_writes_the_files_of_a_plain_run_and_a_rerun_skips(tmp_path, r
     assert (totals["skipped"], totals["written"], totals["failed"]) == (3, 0, 2)
 
 
-def test_a_model_the_actors_cannot_load_is_the_error_of_a_plain_run(tmp_path, request):
+def test_a_model_the_actors_cannot_load_is_the_error_of_a_plain_run(tmp_path, cluster):
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(src / "a.png")
-    ray_tmp = Path(tempfile.mkdtemp(prefix="srxray", dir="/tmp"))
-    request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    address, _, environment = cluster
+    env = {**environment, "RAY_ADDRESS": address}
     plain = _srx(src, "-o", tmp_path / "out", "--model", "osediff", env=env)  # osediff's weights: absent
     on_ray = _srx(src, "-o", tmp_path / "out", "--model", "osediff", "--ray", env=env)
     assert plain.returncode == on_ray.returncode == 2, on_ray.stderr

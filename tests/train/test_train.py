@@ -249,10 +249,10 @@ def test_cosine_lr_schedule_is_a_pure_function_of_the_step():
         resolve_config("lite", None, data=["x"], lr_schedule="step")
 
 
-def test_every_recipe_resolves_and_the_teacherless_sharp_lite_degrades_as_the_camera_recipe():
+def test_every_recipe_resolves_and_the_teacherless_lite_recipes_degrade_as_their_presets():
     from sr_cli.data.degradation import DegradationConfig
     from sr_cli.train.config import load_recipe
-    from sr_cli.train.teacher_targets import MILD
+    from sr_cli.train.teacher_targets import CAMERA, MILD
 
     recipes = sorted((REPO_ROOT / "configs").glob("*.yaml"))
     assert len(recipes) >= 10
@@ -262,3 +262,6 @@ def test_every_recipe_resolves_and_the_teacherless_sharp_lite_degrades_as_the_ca
     truth = resolve_config(None, load_recipe(REPO_ROOT / "configs" / "lite-sharp-truth.yaml"), data=["x"])
     assert (truth.method, truth.bicubic_prob, truth.loss_weights["adv"]) == ("lite", 0.35, 0.02)
     assert {k: tuple(v) if isinstance(v, list) else v for k, v in truth.degradation.items()} == MILD
+    camera = resolve_config(None, load_recipe(REPO_ROOT / "configs" / "lite-camera-l1.yaml"), data=["x"])
+    assert (camera.method, camera.bicubic_prob, camera.loss_weights["adv"]) == ("lite", 0.35, 0.0)
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in camera.degradation.items()} == CAMERA
