@@ -48,11 +48,14 @@ class LiteMethod(TrainMethod):
         mild_patches: int = 0  # camera-like degraded LR patches (blurry, little noise) the teacher upscales once
         patch_candidates: int = 1  # random crops per teacher patch; the most detailed one is kept
         teacher_targets: str | None = None  # where the teacher's outputs are kept (None: OUTPUT/teacher_targets)
+        gt_usm: float = 0.0  # unsharp-mask weight on the pixel-loss targets of degraded samples (Real-ESRGAN: 0.5)
 
         def __post_init__(self):
             at_least_one(self, "lite_blocks", "teacher_patches", "patch_candidates")
             if not 0 <= self.clean_share < 1:
                 raise UsageError(f"clean_share must be in [0, 1), got {self.clean_share}")
+            if self.gt_usm < 0:
+                raise UsageError(f"gt_usm must be >= 0, got {self.gt_usm}")
             if not self.lite_channels or min(self.lite_channels) < 1:
                 raise UsageError(f"lite_channels must be positive widths, got {self.lite_channels!r}")
 
@@ -123,13 +126,14 @@ class LiteMethod(TrainMethod):
         h, w = hq.shape[-2:]
         x = torch.cat([pil_resize(lq[i : i + 1].detach().float().cpu(), h, w) for i in range(lq.shape[0])])
         sr = (self.net(x.to(hq.device) * 2 - 1) + 1) / 2
-        terms = {"l1": ((sr - hq) ** 2 + 1e-6).sqrt().mean()}
+        target = self._pixel_target(hq, clean)
+        terms = {"l1": ((sr - target) ** 2 + 1e-6).sqrt().mean()}
         if self.weight("fft"):
-            terms["fft"] = (torch.fft.rfft2(sr, norm="ortho") - torch.fft.rfft2(hq, norm="ortho")).abs().mean()
+            terms["fft"] = (torch.fft.rfft2(sr, norm="ortho") - torch.fft.rfft2(target, norm="ortho")).abs().mean()
         if self.weight("grad"):
             from ..edges import gradient_magnitude
 
-            terms["grad"] = (gradient_magnitude(sr) - gradient_magnitude(hq)).abs().mean()
+            terms["grad"] = (gradient_magnitude(sr) - gradient_magnitude(target)).abs().mean()
         if self.aux is None:
             return terms, None
         # The adversarial term adds detail where the input lacks it; clean inputs are left to the pixel losses
@@ -139,6 +143,20 @@ class LiteMethod(TrainMethod):
         pick = pick.to(sr.device)
         terms["adv"] = -self.aux.score(sr[pick] * 2 - 1).mean()
         return terms, (hq[pick] * 2 - 1, (sr[pick] * 2 - 1).detach())
+
+    def _pixel_target(self, hq, clean):
+        """The pixel losses' target: the photo, sharpened with Real-ESRGAN's unsharp mask (``gt_usm``) where the
+        input is degraded, as Real-ESRGAN trains its pixel losses; clean inputs keep the photo itself, so that
+        they are not sharpened beyond it. The discriminator's real samples stay the photo (as Real-ESRGAN's)."""
+        if not self.options.gt_usm:
+            return hq
+        from ..edges import usm_sharpen
+
+        sharp = usm_sharpen(hq, self.options.gt_usm)
+        if clean is None:
+            return sharp
+        keep = clean.to(hq.device).view(-1, 1, 1, 1)
+        return torch.where(keep, hq, sharp)
 
     def checkpoint(self) -> ConvertedCheckpoint:
         tensors = {f"net.{k}": v.detach().cpu().clone() for k, v in self.net.unet.state_dict().items()}
