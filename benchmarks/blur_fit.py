@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 SIGMAS = tuple(round(0.25 * i, 2) for i in range(25))  # 0 .. 6 HR pixels
@@ -29,17 +28,10 @@ QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of x (B, C, H, W), radius 3 sigma, reflected borders; sigma 0: x itself."""
-    if sigma <= 0:
-        return x
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    """Gaussian blur of x (B, C, H, W), radius 3 sigma, reflected borders; sigma 0: x itself."""
+    from sr_cli.data.kernels import gaussian_blur as blur
+
+    return blur(x, sigma, 2 * max(1, math.ceil(3 * sigma)) + 1)
 
 
 def fit_sigma(hr: torch.Tensor, lr: torch.Tensor, scale: int, sigmas=SIGMAS) -> float:

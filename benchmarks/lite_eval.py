@@ -63,6 +63,8 @@ from PIL import Image
 
 SCALE = 4
 BT601_Y = (65.481 / 255, 128.553 / 255, 24.966 / 255)  # Y of YCbCr without its 16/255 offset (cancels in gradients)
+
+
 def gradient_energy(rgb: torch.Tensor) -> float:
     """Mean Sobel gradient magnitude of the Y channel of ``rgb`` (1, 3, H, W) in [0, 1] (valid pixels only)."""
     from sr_cli.train.edges import sobel_magnitude

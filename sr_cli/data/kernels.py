@@ -190,6 +190,21 @@ def apply_kernels(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float, size: int) -> torch.Tensor:
+    """Isotropic Gaussian blur of x (B, C, H, W): ``apply_kernels`` with ``gaussian_kernel(size, sigma, sigma)``
+    (reflected borders), as two 1-D passes, which is the same filter at 2 * size instead of size^2 taps per
+    pixel; sigma 0: x itself."""
+    if sigma <= 0:
+        return x
+    t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = (g / g.sum()).to(x)
+    c, pad = x.shape[1], size // 2
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 def stack_kernels(kernels: list[torch.Tensor], size: int) -> torch.Tensor:
     """Stack kernels into (B, size, size); an empty batch gives (0, size, size)."""
     return torch.stack(kernels) if kernels else torch.zeros(0, size, size)

@@ -30,19 +30,10 @@ def usm_sharpen(img: torch.Tensor, weight: float = 0.5, radius: int = 51, thresh
     the residual from a Gaussian blur (``radius`` x ``radius``, sigma as OpenCV derives it from the size: 8 for
     51), added with ``weight`` where it exceeds ``threshold`` levels of 255, the mask itself softened by the same
     blur; reflected borders. img: (B, C, H, W) in [0, 1], H and W above radius // 2."""
+    from ..data.kernels import gaussian_blur
+
     sigma = 0.3 * ((radius - 1) * 0.5 - 1) + 0.8  # cv2.getGaussianKernel(radius, 0)
-    t = torch.arange(radius, dtype=torch.float64) - (radius - 1) / 2
-    g = torch.exp(-t.pow(2) / (2 * sigma**2))
-    g = (g / g.sum()).to(img)
-    pad = radius // 2
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-    residual = img - blur(img)
-    soft_mask = blur((residual.abs() * 255 > threshold).to(img))
+    residual = img - gaussian_blur(img, sigma, radius)
+    soft_mask = gaussian_blur((residual.abs() * 255 > threshold).to(img), sigma, radius)
     sharp = (img + weight * residual).clamp(0, 1)
     return soft_mask * sharp + (1 - soft_mask) * img

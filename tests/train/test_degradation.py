@@ -493,3 +493,13 @@ def test_jpeg_option_selects_libjpeg_with_integer_qualities_or_rejects_unknown_m
     assert all(isinstance(q, int) and 30 <= q <= 95 for q in qualities)
     with pytest.raises(UsageError, match="jpeg must be one of"):
         DegradationConfig(jpeg="pillow")
+
+
+def test_the_separable_gaussian_blur_is_the_square_kernel_filter():
+    from sr_cli.data.kernels import apply_kernels, gaussian_blur, gaussian_kernel
+
+    x = torch.rand(2, 3, 40, 36, generator=torch.Generator().manual_seed(4))
+    for sigma, size in [(0.8, 5), (2.0, 13), (8.0, 31)]:
+        assert torch.allclose(gaussian_blur(x, sigma, size), apply_kernels(x, gaussian_kernel(size, sigma, sigma)),
+                              atol=1e-6)
+    assert torch.equal(gaussian_blur(x, 0.0, 5), x)
