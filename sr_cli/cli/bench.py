@@ -27,6 +27,7 @@ def bench(
     prompt_extractor: common.PromptExtractorOpt = None,
     pixel_guidance: common.PixelGuidanceOpt = None,
     semantic_guidance: common.SemanticGuidanceOpt = None,
+    detail: common.DetailOpt = None,
     device: common.DeviceOpt = "auto",
     dtype: common.DtypeOpt = "auto",
     repeat: Annotated[int, typer.Option("--repeat", help="Timed runs (the fastest is reported).")] = 2,
@@ -60,7 +61,7 @@ def bench(
 
     options = UpscaleOptions(tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
                              prompt_extractor=prompt_extractor, pixel_guidance=pixel_guidance,
-                             semantic_guidance=semantic_guidance)
+                             semantic_guidance=semantic_guidance, detail=detail)
     settings = BenchSettings(
         model=model or "lite", size=size, image=image, options=options, device=device, dtype=dtype, repeat=repeat,
         warmup=warmup, compile_unet=compile_unet, channels_last=channels_last, count_flops=not no_flops, peer=peer,

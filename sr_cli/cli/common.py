@@ -47,7 +47,7 @@ def print_line(message: object, console: Console | None = None) -> None:
 FLAG_OF_FIELD = {"scale": "--scale", "tile": "--tile", "overlap": "--overlap", "tile_batch": "--tile-batch",
                  "color_fix": "--color-fix", "prompt": "--prompt", "seed": "--seed", "sampler": "--sampler",
                  "prompt_extractor": "--prompt-extractor", "pixel_guidance": "--pixel-guidance",
-                 "semantic_guidance": "--semantic-guidance"}
+                 "semantic_guidance": "--semantic-guidance", "detail": "--detail"}
 
 
 def user_message(error: object) -> str:
@@ -159,10 +159,18 @@ SemanticGuidanceOpt = Annotated[
                                              "Default: the model's (1.0). Values other than 1/1 run the UNet twice."),
 ]
 
+DetailOpt = Annotated[
+    Optional[str],
+    typer.Option("--detail", help="Models with a detail weight set (lite): auto (default: from each input's "
+                                  "softness: clean inputs get none, soft camera photos the most) or a fixed "
+                                  "0..1 (0: the faithful set, no generated texture; 1: the sharp set)."),
+]
 
-def guidance_options(pixel: float | None, semantic: float | None) -> dict[str, float]:
-    """The guidance flags as ``UpscaleOptions`` fields (only those given: the model's defaults otherwise)."""
-    given = {"pixel_guidance": pixel, "semantic_guidance": semantic}
+
+def guidance_options(pixel: float | None, semantic: float | None, detail: str | None = None) -> dict[str, float | str]:
+    """The guidance flags (--pixel-guidance, --semantic-guidance, --detail) as ``UpscaleOptions`` fields (only
+    those given: the model's defaults otherwise)."""
+    given = {"pixel_guidance": pixel, "semantic_guidance": semantic, "detail": detail}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (BaseOpt, ColorFixOpt, CompileOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt, PixelGuidanceOpt,
-                     PromptExtractorOpt, PromptOpt, SamplerOpt, SeedOpt, SemanticGuidanceOpt, TileBatchOpt, TileOpt,
+from .common import (BaseOpt, ColorFixOpt, CompileOpt, DetailOpt, DeviceOpt, DtypeOpt, ModelOpt, OverlapOpt,
+                     PixelGuidanceOpt, PromptExtractorOpt, PromptOpt, SamplerOpt, SeedOpt, SemanticGuidanceOpt, TileBatchOpt, TileOpt,
                      WeightsOpt, err_console, guidance_options, out_console, print_error, print_line, print_note,
                      report_errors)
 
@@ -66,6 +66,7 @@ def evaluate(
     prompt_extractor: PromptExtractorOpt = None,
     pixel_guidance: PixelGuidanceOpt = None,
     semantic_guidance: SemanticGuidanceOpt = None,
+    detail: DetailOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     compile_unet: CompileOpt = False,
@@ -97,7 +98,7 @@ def evaluate(
         _evaluate(dataset, dataset_dir, model, base, weights, outputs, baseline, metrics, limit, tile, overlap,
                   tile_batch, color_fix, prompt, seed, sampler, device, dtype, compile_unet, save_dir, json_out,
                   json_path, csv_path, sheet, sheet_images, recompute, prompt_extractor,
-                  guidance_options(pixel_guidance, semantic_guidance))
+                  guidance_options(pixel_guidance, semantic_guidance, detail))
     except SrxError as e:
         if json_out:
             _emit_json({"error": str(e)})

@@ -1,4 +1,4 @@
-"""``srx models``: list, info, download, verify and import model weights."""
+"""``srx models``: list, info, download, verify and import model weights; combine two lite models."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..families.lite import DEFAULT_CURVE
 from .common import out_console, print_line, report_errors
 
 # The registry, the cache code and rich's tables are imported inside the commands: `srx --help` imports
@@ -275,3 +276,29 @@ def import_(
     family_of(spec).check_import(spec, file)
     dest = hub.import_weights(spec, file)
     print_line(f"{name}: imported {file} -> {dest}")
+
+
+@app.command()
+@report_errors
+def combine(
+    faithful: Annotated[str, typer.Argument(help="The faithful lite model (name or directory): pixel losses.")],
+    sharp: Annotated[str, typer.Argument(help="The sharp lite model: the same network fine-tuned with a GAN.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The new model directory (must not exist).")],
+    soft: Annotated[float, typer.Option(
+        "--soft", help="--detail auto: input softness at and below which the sharp set runs alone.")] = \
+        DEFAULT_CURVE["soft"],
+    clean: Annotated[float, typer.Option(
+        "--clean", help="--detail auto: input softness at and above which the faithful set runs alone.")] = \
+        DEFAULT_CURVE["clean"],
+    top: Annotated[float, typer.Option("--top", help="--detail auto: the largest detail it gives.")] = \
+        DEFAULT_CURVE["top"],
+) -> None:
+    """Make one lite model with a detail set from two lite models (the shipped lite is made this way).
+
+    The result runs (1 - d) * FAITHFUL + d * SHARP in weight space, d from --detail (auto: from each input's
+    softness, the log10 ratio of its power near Nyquist to its mid-high power; see the README).
+    """
+    from ..families.lite import combine_detail
+
+    path = combine_detail(faithful, sharp, output, {"soft": soft, "clean": clean, "top": top})
+    print_line(f"wrote {path} (detail auto: {soft} -> 1 x {top}, {clean} -> 0)")

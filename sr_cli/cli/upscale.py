@@ -19,6 +19,7 @@ from .common import (
     BaseOpt,
     ColorFixOpt,
     CompileOpt,
+    DetailOpt,
     DeviceOpt,
     DtypeOpt,
     ModelOpt,
@@ -168,6 +169,7 @@ def upscale(
     prompt_extractor: PromptExtractorOpt = None,
     pixel_guidance: PixelGuidanceOpt = None,
     semantic_guidance: SemanticGuidanceOpt = None,
+    detail: DetailOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     compile_unet: CompileOpt = False,
@@ -207,7 +209,7 @@ def upscale(
 
     options = UpscaleOptions(scale=scale, tile=tile, overlap=overlap, tile_batch=tile_batch, color_fix=color_fix,
                              prompt=prompt, seed=seed, sampler=sampler, prompt_extractor=prompt_extractor,
-                             pixel_guidance=pixel_guidance, semantic_guidance=semantic_guidance)
+                             pixel_guidance=pixel_guidance, semantic_guidance=semantic_guidance, detail=detail)
     request = UpscaleRequest(
         inputs=list(inputs), output=output, model=model, base=base, weights=str(weights) if weights else None,
         options=options, device=device, dtype=dtype, compile_unet=compile_unet, fmt=fmt, quality=quality,

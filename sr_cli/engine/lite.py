@@ -9,32 +9,79 @@ from torch import nn
 from ..errors import CheckpointFormatError
 from ..models.checkpoints import ConvertedCheckpoint
 from ..nets.lite import LiteUNet
+from .detail import DetailCurve
 from .tensors import move_module, pad_to_multiple
 
 
 class OneStepLite(nn.Module):
-    """The embedded lite model: ``forward(x)`` maps an upsampled image in [-1, 1] to the SR image."""
+    """The embedded lite model: ``forward(x)`` maps an upsampled image in [-1, 1] to the SR image.
 
-    def __init__(self, unet: LiteUNet):
+    With a detail weight set (``detail.*`` tensors beside ``net.*``, and ``net["detail"]``: the ``DetailCurve``
+    of ``auto``), ``set_detail(a)`` loads the blend ``(1 - a) * net + a * detail`` into the running UNet
+    (engine/detail.py). One image at a time, as every command runs a model.
+    """
+
+    def __init__(self, unet: LiteUNet, detail: tuple[dict[str, torch.Tensor], DetailCurve] | None = None):
         super().__init__()
         self.unet = unet
+        self.curve = detail[1] if detail else None
+        # Both sets in fp32 (the blend's precision), moved with the model; the UNet holds the blend.
+        self._sets = None
+        if detail:
+            faithful = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+            self._sets = (faithful, detail[0])
+        self.detail = 0.0
 
     @classmethod
     def from_checkpoint(cls, ckpt: ConvertedCheckpoint) -> "OneStepLite":
         if ckpt.net is None:
             raise CheckpointFormatError("lite checkpoint without its network config")
-        unet = LiteUNet(**ckpt.net)
-        state = {k[len("net."):]: v.float() for k, v in ckpt.tensors.items() if k.startswith("net.")}
+        config = dict(ckpt.net)
+        curve = config.pop("detail", None)
+        unet = LiteUNet(**config)
+        state = ckpt.component_state("net")
+        sharp = ckpt.component_state("detail")
+        if bool(sharp) != (curve is not None):
+            raise CheckpointFormatError("lite: a detail weight set needs both its tensors (detail.*) and its "
+                                        "curve (checkpoint.net.detail)")
         try:
-            unet.load_state_dict(state)
+            unet.load_state_dict({k: v.float() for k, v in state.items()})
+            if sharp:  # the same network: every key, every shape (named detail.* in torch's message)
+                nn.ModuleDict({"detail": LiteUNet(**config)}).load_state_dict({f"detail.{k}": v
+                                                                               for k, v in sharp.items()})
         except RuntimeError as e:
             raise CheckpointFormatError(f"lite: {str(e).splitlines()[0]}") from None
-        return cls(unet).eval().requires_grad_(False)
+        detail = None
+        if sharp:
+            try:
+                detail = ({k: v.float() for k, v in sharp.items()}, DetailCurve(**curve))
+            except TypeError as e:
+                raise CheckpointFormatError(f"lite: checkpoint.net.detail: {e}") from None
+        return cls(unet, detail).eval().requires_grad_(False)
+
+    @property
+    def has_detail(self) -> bool:
+        return self._sets is not None
 
     def place(self, device: torch.device, dtype: torch.dtype) -> "OneStepLite":
         self.compute_device, self.dtype = device, dtype
         move_module(self.unet, device, dtype, "lite")
+        if self._sets is not None:
+            self._sets = tuple({k: v.to(device) for k, v in s.items()} for s in self._sets)
         return self
+
+    @torch.no_grad()
+    def set_detail(self, amount: float) -> None:
+        """Run the blend ``(1 - amount) * faithful + amount * sharp`` from now on (0: exactly the faithful set)."""
+        if self._sets is None:
+            raise ValueError("this lite model has no detail weight set")
+        if amount == self.detail:
+            return
+        faithful, sharp = self._sets
+        unet = getattr(self.unet, "_orig_mod", self.unet)  # under torch.compile (SRModel.compile_unet)
+        for name, param in unet.state_dict(keep_vars=True).items():
+            param.copy_(faithful[name] if amount == 0 else torch.lerp(faithful[name], sharp[name], amount))
+        self.detail = amount
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: bicubic-upsampled LR in [-1, 1], any size; returns the SR image in [-1, 1]."""

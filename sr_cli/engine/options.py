@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 from ..errors import OptionError
 from ..families import family_of
-from ..models.spec import COLOR_FIXES, SAMPLERS, ModelSpec, prompt_extractor_for
+from ..models.spec import (
+    COLOR_FIXES,
+    SAMPLERS,
+    ModelSpec,
+    check_detail,
+    prompt_extractor_for,
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,8 @@ class UpscaleOptions:
     # Dual-LoRA models (PiSA-SR): strengths of the pixel-level and semantic-level LoRAs.
     pixel_guidance: float | None = None
     semantic_guidance: float | None = None
+    # Models with a detail weight set (lite): "auto" (from the input) or the sharp set's weight in [0, 1].
+    detail: str | float | None = None
 
     def resolved(self, spec: ModelSpec) -> "UpscaleOptions":
         d = spec.defaults
@@ -43,6 +51,7 @@ class UpscaleOptions:
             prompt_extractor=prompt_extractor_for(spec, self.prompt_extractor),
             pixel_guidance=guidance[0],
             semantic_guidance=guidance[1],
+            detail=self._detail(spec),
         )
         opts.check()
         return opts
@@ -59,6 +68,17 @@ class UpscaleOptions:
                                          f"{spec.name} has none")
             return None, None
         return tuple(d if v is None else float(v) for v, d in zip(given.values(), defaults))
+
+    def _detail(self, spec: ModelSpec) -> str | float | None:
+        """The detail setting: the model's default where not given; None for models without a detail set."""
+        if spec.defaults.detail is None:
+            if self.detail is not None:
+                raise OptionError("detail", f"applies to models with a detail weight set (lite); {spec.name} "
+                                            f"has none")
+            return None
+        if self.detail is None:
+            return spec.defaults.detail
+        return check_detail(self.detail, lambda msg: OptionError("detail", msg))
 
     def check(self) -> None:
         """Raise an ``OptionError`` naming the field (the CLI names its flag) for a value out of range."""

@@ -145,8 +145,12 @@ class ModelSystem(System):
         dev = resolve_device(self.device)
         spec = self.spec.to_dict()
         opts = replace(self.options, tile_batch=None)  # batching does not change results
+        options = dict(opts.__dict__)
+        if options["detail"] is None:  # models without a detail set keep the key they had before it existed
+            del options["detail"]
+            spec["defaults"].pop("detail", None)
         fp = {"system": "model", "spec": spec, "weights_file": _file_identity(self.spec),
-              "options": opts.__dict__, "device": dev.type, "dtype": str(resolve_dtype(self.dtype, dev)),
+              "options": options, "device": dev.type, "dtype": str(resolve_dtype(self.dtype, dev)),
               "input": "8-bit images through PIL's 8-bit bicubic"}
         if self.spec.autoencoder is not None:  # ResShift family: the VQ autoencoder is a second file
             from ..models.hub import autoencoder_spec

@@ -86,7 +86,7 @@ def spec_from_dict(name: str, table: dict[str, Any], where: str) -> ModelSpec:
 def _embedded(name: str, src: WeightsSource) -> WeightsSource:
     from dataclasses import replace
 
-    folder = resources.files("sr_cli").joinpath("weights", name)
+    folder = resources.files("sr_cli").joinpath("weights", src.embedded if isinstance(src.embedded, str) else name)
     return replace(src, path=str(folder))
 
 

@@ -21,6 +21,21 @@ TEXT_CONDITIONS = ("prompt", "learned")
 EXTRACTORS = ("dape", "none")
 
 
+def check_detail(value: str | float, error) -> str | float:
+    """``value`` as a detail setting ("auto" or a float in [0, 1]); raises ``error(message)`` otherwise."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise error(f"must be auto or a number in [0, 1], got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise error(f"must be auto or a number in [0, 1], got {value!r}") from None
+    if not 0 <= number <= 1:  # NaN fails too
+        raise error(f"must be auto or a number in [0, 1], got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class BaseModel:
     """A pretrained diffusion model: a Hub repo (+ revision) or a local directory (diffusers layout)."""
@@ -45,7 +60,9 @@ class WeightsSource:
     instructions: str = ""
     sha256: str | None = None
     path: str | None = None  # a local file (a --weights override or a model directory)
-    embedded: bool = False  # shipped inside the package (sr_cli/weights/<name>/, a model directory)
+    # Shipped inside the package: true = sr_cli/weights/<name>/ (a model directory); a name = that model's folder
+    # (two registry models with one set of weights and other defaults: lite-faithful is lite at --detail 0).
+    embedded: bool | str = False
     license: str = ""  # a file with a license of its own (OSEDiff's RAM/DAPE prompt extractor)
 
     @property
@@ -75,8 +92,13 @@ class Defaults:
     overlap: int = 64
     tile_batch: int = 1
     sampler: str = "one-step"  # ResShift family: "deterministic" (SinSR's DDIM-like) or "stochastic" (ResShift's)
+    # Models with a detail weight set (``lite``): "auto" (from each input's softness, engine/detail.py) or a
+    # blend weight in [0, 1]; None: the model has no detail set (and refuses ``--detail``).
+    detail: str | float | None = None
 
     def __post_init__(self):
+        if self.detail is not None:
+            check_detail(self.detail, lambda msg: ManifestError(f"defaults.detail {msg}"))
         if self.sampler not in SAMPLERS:
             raise ManifestError(f"defaults.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.scale < 1:

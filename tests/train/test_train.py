@@ -260,7 +260,7 @@ def test_every_recipe_resolves_and_the_teacherless_lite_recipes_degrade_as_their
         cfg = resolve_config(None, load_recipe(path), data=["x"])
         DegradationConfig(**cfg.degradation)  # every override names a real field
     truth = resolve_config(None, load_recipe(REPO_ROOT / "configs" / "lite-sharp-truth.yaml"), data=["x"])
-    assert (truth.method, truth.bicubic_prob, truth.loss_weights["adv"]) == ("lite", 0.35, 0.02)
+    assert (truth.method, truth.bicubic_prob, truth.loss_weights["adv"]) == ("lite", 0.35, 0.05)
     assert {k: tuple(v) if isinstance(v, list) else v for k, v in truth.degradation.items()} == MILD
     camera = resolve_config(None, load_recipe(REPO_ROOT / "configs" / "lite-camera-l1.yaml"), data=["x"])
     assert (camera.method, camera.bicubic_prob, camera.loss_weights["adv"]) == ("lite", 0.35, 0.0)

@@ -79,6 +79,7 @@ class LiteMethod(TrainMethod):
     def _load_student(self, name: str) -> None:
         from ...models.loading import load_model
 
+        # A model with a detail set (the shipped lite) holds its faithful set until an image asks for more.
         unet = load_model(name, device="cpu", dtype="fp32").net.unet
         try:
             self.net.unet.load_state_dict(unet.state_dict())
@@ -164,8 +165,9 @@ class LiteMethod(TrainMethod):
 
     def model_spec(self) -> ModelSpec:
         embedded = get_spec("lite")  # the family's defaults: those of the embedded lite model
+        # One weight set (srx models combine pairs two runs into a model with a detail set).
         return replace(embedded, name=Path(self.cfg.output).name, weights=None,
-                       defaults=replace(embedded.defaults, scale=self.cfg.scale),
+                       defaults=replace(embedded.defaults, scale=self.cfg.scale, detail=None),
                        description="srx lite: small one-step x0 model in the pixel-unshuffle latent "
                                    + (f"(distilled from {self.options.teacher} with `srx distill --method lite`)"
                                       if self.options.teacher else "(trained with `srx train --method lite`)"),
