@@ -160,10 +160,11 @@ def test_shipped_lite_leaves_flat_areas_flat():
 def test_shipped_lite_tiles_without_seams():
     x = torch.rand(1, 3, 96, 80, generator=torch.Generator().manual_seed(3))
     model = _shipped("lite")
-    tiled = model.upscale_tensor(x, UpscaleOptions(tile=192, overlap=64))
-    whole = model.upscale_tensor(x, UpscaleOptions(tile=0))
-    psnr = 10 * torch.log10(1 / ((tiled - whole) ** 2).mean())
-    assert psnr >= 40, float(psnr)
+    for detail in ("auto", 1.0):  # the faithful set (noise reads as clean) and the sharp one
+        tiled = model.upscale_tensor(x, UpscaleOptions(tile=192, overlap=64, detail=detail))
+        whole = model.upscale_tensor(x, UpscaleOptions(tile=0, detail=detail))
+        psnr = 10 * torch.log10(1 / ((tiled - whole) ** 2).mean())
+        assert psnr >= 40, (detail, float(psnr))
 
 
 def test_shipped_lite_keeps_small_dark_text_on_white():
@@ -186,3 +187,34 @@ def test_shipped_lite_keeps_small_dark_text_on_white():
         return float(10 * torch.log10(1 / ((((x - truth) * weights).sum(1)) ** 2).mean()))
 
     assert psnr_y(sr) > psnr_y(bicubic) + 2, (psnr_y(sr), psnr_y(bicubic))
+
+
+def _gradient_energy(x):
+    y = x.mean(1)
+    return float((y[:, 1:, :] - y[:, :-1, :]).abs().mean() + (y[:, :, 1:] - y[:, :, :-1]).abs().mean())
+
+
+def test_shipped_lite_sharpens_a_soft_photo_and_leaves_a_clean_one_to_its_faithful_set():
+    """The default model blends its sharp set in by the input's softness: the shipped sample (a clean bicubic
+    downsampling) runs the faithful set exactly (lite-faithful), the same photo softened like camera optics gets
+    the sharp set, and more edge energy than lite-faithful gives it."""
+    from PIL import Image
+
+    from sr_cli.data.kernels import gaussian_blur
+
+    sample = np.asarray(Image.open(PACKAGE_DIR / "samples" / "astronaut_lr.png").convert("RGB"))
+    clean = torch.from_numpy(sample).permute(2, 0, 1)[None].contiguous()
+    lite, faithful = _shipped("lite"), _shipped("lite-faithful")
+    assert torch.equal(lite.upscale_tensor(clean), faithful.upscale_tensor(clean))
+    assert lite.net.detail == 0.0
+    soft = (gaussian_blur(clean.float() / 255, 0.7, 5) * 255).round().to(torch.uint8)
+    sharp = lite.upscale_tensor(soft)
+    assert lite.net.detail == 1.0
+    assert _gradient_energy(sharp) > 1.5 * _gradient_energy(faithful.upscale_tensor(soft))
+
+
+def test_lite_faithful_is_lite_at_detail_zero():
+    x = (torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(5)) * 255).to(torch.uint8)
+    lite = _shipped("lite")
+    assert torch.equal(_shipped("lite-faithful").upscale_tensor(x), lite.upscale_tensor(x, UpscaleOptions(detail=0)))
+    assert not torch.equal(lite.upscale_tensor(x, UpscaleOptions(detail=1)), lite.upscale_tensor(x, UpscaleOptions(detail=0)))
