@@ -37,3 +37,15 @@ def usm_sharpen(img: torch.Tensor, weight: float = 0.5, radius: int = 51, thresh
     soft_mask = gaussian_blur((residual.abs() * 255 > threshold).to(img), sigma, radius)
     sharp = (img + weight * residual).clamp(0, 1)
     return soft_mask * sharp + (1 - soft_mask) * img
+
+
+def grid_pattern(x: torch.Tensor, period: int) -> torch.Tensor:
+    """The part of ``x`` (B, C, H, W) that repeats every ``period`` pixels: per image and channel, the mean of each
+    of the period x period pixel phases less their mean, (B, C, period, period) — the image's spectrum at the
+    grid frequencies k / period. A network that decodes with a pixel-shuffle (lite's latent) can print a pattern
+    there (the grain a GAN term teaches it); natural images hold almost none. Rows and columns beyond a multiple
+    of ``period`` are left out."""
+    b, c, h, w = x.shape
+    cells = x[..., : h // period * period, : w // period * period]
+    means = cells.reshape(b, c, h // period, period, w // period, period).mean(dim=(2, 4))
+    return means - means.mean(dim=(-2, -1), keepdim=True)

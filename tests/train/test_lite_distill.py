@@ -158,6 +158,21 @@ def test_gradient_term_compares_sobel_edge_maps_and_is_weighted_in(photos, tmp_p
     assert logged["total"] == pytest.approx(logged["l1"] + 0.5 * logged["grad"], rel=1e-5)
 
 
+def test_grid_term_measures_the_pattern_that_repeats_on_the_pixel_shuffle_grid(photos, tmp_path):
+    from sr_cli.train.edges import grid_pattern
+
+    smooth = torch.linspace(0, 1, 32).view(1, 1, 1, 32).expand(2, 3, 24, 32).clone()
+    tile = torch.randn(4, 4, generator=torch.Generator().manual_seed(0)) * 0.01  # a grain of ~1 level
+    grainy = smooth + tile.repeat(6, 8)
+    assert torch.allclose(grid_pattern(grainy, 4) - grid_pattern(smooth, 4), tile - tile.mean(), atol=1e-6)
+    assert grid_pattern(torch.full((1, 3, 8, 8), 0.3), 4).abs().max() < 1e-7  # flat: nothing repeats
+    result = _distill(photos, tmp_path / "grid", "--loss-weight", "grid=2")
+    assert result.exit_code == 0, result.output
+    logged = json.loads((tmp_path / "grid" / "logs" / "train.jsonl").read_text().splitlines()[-1])
+    assert logged["grid"] > 0
+    assert logged["total"] == pytest.approx(logged["l1"] + 2 * logged["grid"], rel=1e-5)
+
+
 def test_distill_lite_refuses_a_student_of_another_shape(photos, tmp_path):
     result = _distill(photos, tmp_path / "bad", "--student", "lite", "--config", str(_recipe(tmp_path)))
     assert result.exit_code == 2

@@ -34,7 +34,7 @@ class LiteMethod(TrainMethod):
     commands = ("train", "distill")
     summary = "srx lite: a small one-step UNet (no base model), alone or distilled from a sharp teacher"
     defaults = {"lr": 2e-4, "resolution": 128, "batch_size": 16, "bicubic_prob": 0.5, "weight_decay": 0.0}
-    loss_weights = {"l1": 1.0, "fft": 0.0, "grad": 0.0, "adv": 0.0}
+    loss_weights = {"l1": 1.0, "fft": 0.0, "grad": 0.0, "grid": 0.0, "adv": 0.0}
     TARGETS = "teacher_targets"  # the teacher's outputs, inside the run's output folder
 
     @dataclass
@@ -135,6 +135,11 @@ class LiteMethod(TrainMethod):
             from ..edges import gradient_magnitude
 
             terms["grad"] = (gradient_magnitude(sr) - gradient_magnitude(target)).abs().mean()
+        if self.weight("grid"):
+            from ..edges import grid_pattern
+
+            # The pixel-shuffle grid's periodic pattern (grain), as much as the target has (about none).
+            terms["grid"] = (grid_pattern(sr, self.cfg.scale) - grid_pattern(target, self.cfg.scale)).abs().mean()
         if self.aux is None:
             return terms, None
         # The adversarial term adds detail where the input lacks it; clean inputs are left to the pixel losses
