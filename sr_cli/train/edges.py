@@ -39,13 +39,19 @@ def usm_sharpen(img: torch.Tensor, weight: float = 0.5, radius: int = 51, thresh
     return soft_mask * sharp + (1 - soft_mask) * img
 
 
-def grid_pattern(x: torch.Tensor, period: int) -> torch.Tensor:
-    """The part of ``x`` (B, C, H, W) that repeats every ``period`` pixels: per image and channel, the mean of each
-    of the period x period pixel phases less their mean, (B, C, period, period) — the image's spectrum at the
-    grid frequencies k / period. A network that decodes with a pixel-shuffle (lite's latent) can print a pattern
-    there (the grain a GAN term teaches it); natural images hold almost none. Rows and columns beyond a multiple
-    of ``period`` are left out."""
+def grid_pattern(x: torch.Tensor, period: int, cells: int | None = None) -> torch.Tensor:
+    """The part of ``x`` (B, C, H, W) that repeats every ``period`` pixels: the mean of each of the period x period
+    pixel phases less their mean — the spectrum at the grid frequencies k / period. Over the whole image
+    (``cells`` None: (B, C, period, period)) or per window of ``cells`` x ``cells`` grid cells ((B, C, rows,
+    period, cols, period)): a network that decodes with a pixel-shuffle (lite's latent) can print a pattern
+    there (the grain a GAN term teaches it), the same everywhere or varying with the content. Rows and columns
+    beyond a whole window are left out."""
     b, c, h, w = x.shape
-    cells = x[..., : h // period * period, : w // period * period]
-    means = cells.reshape(b, c, h // period, period, w // period, period).mean(dim=(2, 4))
-    return means - means.mean(dim=(-2, -1), keepdim=True)
+    size = period * (cells or 1)
+    rows, cols = (h // size, w // size) if cells else (1, 1)
+    n = cells or (h // period)
+    m = cells or (w // period)
+    x = x[..., : rows * n * period, : cols * m * period]
+    means = x.reshape(b, c, rows, n, period, cols, m, period).mean(dim=(3, 6))
+    means = means - means.mean(dim=(3, 5), keepdim=True)
+    return means.reshape(b, c, period, period) if not cells else means

@@ -166,6 +166,12 @@ def test_grid_term_measures_the_pattern_that_repeats_on_the_pixel_shuffle_grid(p
     grainy = smooth + tile.repeat(6, 8)
     assert torch.allclose(grid_pattern(grainy, 4) - grid_pattern(smooth, 4), tile - tile.mean(), atol=1e-6)
     assert grid_pattern(torch.full((1, 3, 8, 8), 0.3), 4).abs().max() < 1e-7  # flat: nothing repeats
+    # A grain whose sign follows the content cancels over the image; windows of 4 x 4 cells (16 px) see it.
+    flips = torch.cat([tile.repeat(4, 4), -tile.repeat(4, 4)], dim=1).expand(1, 3, 16, 32)
+    assert grid_pattern(flips, 4).abs().max() < 1e-7
+    local = grid_pattern(flips, 4, cells=4)
+    assert local.shape == (1, 3, 1, 4, 2, 4)
+    assert torch.allclose(local[0, 0, 0, :, 1, :], -(tile - tile.mean()), atol=1e-6)
     result = _distill(photos, tmp_path / "grid", "--loss-weight", "grid=2")
     assert result.exit_code == 0, result.output
     logged = json.loads((tmp_path / "grid" / "logs" / "train.jsonl").read_text().splitlines()[-1])

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from ..config import TrainConfig
 
 
+GRID_CELLS = 4  # the grid term's window, in pixel-shuffle cells
+
+
 class LiteMethod(TrainMethod):
     """A small x0-predicting UNet in the pixel-unshuffle latent, trained on a mix of Real-ESRGAN degradations
     and plain bicubic downsampling."""
@@ -138,8 +141,9 @@ class LiteMethod(TrainMethod):
         if self.weight("grid"):
             from ..edges import grid_pattern
 
-            # The pixel-shuffle grid's periodic pattern (grain), as much as the target has (about none).
-            terms["grid"] = (grid_pattern(sr, self.cfg.scale) - grid_pattern(target, self.cfg.scale)).abs().mean()
+            # The pixel-shuffle grid's periodic pattern (grain), window by window (16 x 16 px at x4): as the target's.
+            p = self.cfg.scale
+            terms["grid"] = (grid_pattern(sr, p, GRID_CELLS) - grid_pattern(target, p, GRID_CELLS)).abs().mean()
         if self.aux is None:
             return terms, None
         # The adversarial term adds detail where the input lacks it; clean inputs are left to the pixel losses
