@@ -86,7 +86,7 @@ def test_teacher_patches_are_drawn_where_the_photographs_have_edges(tmp_path):
     assert any(flat(1, seed) for seed in range(10))  # one candidate: a plain random crop, often the flat photo
     assert not any(flat(6, seed) for seed in range(10))
     # The choice is recorded with the cache: another number of candidates over it is refused.
-    teacher = load_teacher("lite")
+    teacher = load_teacher("lite-faithful")  # one weight set: the same network whatever the input
     out = tmp_path / "targets"
     build_targets([str(folder)], out, TargetPlan(teacher.ident, patches=1, clean=0, candidates=4), teacher,
                   echo=lambda s: None)
@@ -96,7 +96,7 @@ def test_teacher_patches_are_drawn_where_the_photographs_have_edges(tmp_path):
 
 
 def test_teacher_target_is_the_teachers_output_away_from_the_patch_border(photos, tmp_path):
-    teacher = load_teacher("lite")
+    teacher = load_teacher("lite-faithful")  # one weight set: the same network whatever the input
     out = tmp_path / "targets"
     build_targets([str(photos)], out, TargetPlan(teacher.ident, patches=1, clean=0), teacher, echo=lambda s: None)
     lr = torch.from_numpy(_pixels(out / "teacher" / "LR" / "00000.png") / 255.0).permute(2, 0, 1)[None].float()
@@ -110,14 +110,14 @@ def test_teacher_target_is_the_teachers_output_away_from_the_patch_border(photos
 
 
 def _distill(photos, out, *extra):
-    return runner.invoke(app, ["distill", "--method", "lite", "--teacher", "lite", "--data", str(photos),
+    return runner.invoke(app, ["distill", "--method", "lite", "--teacher", "lite-faithful", "--data", str(photos),
                                "-o", str(out), "--teacher-patches", "3", "--clean-share", "0", "--max-steps", "1",
                                "--lr", "0", "--resolution", "128", "--batch-size", "2", "--log-every", "1",
                                "--checkpoint-every", "1", *extra])
 
 
 def test_distilled_lite_starts_from_its_student_and_learns_the_teachers_outputs(photos, tmp_path):
-    same = _distill(photos, tmp_path / "same", "--student", "lite")
+    same = _distill(photos, tmp_path / "same", "--student", "lite")  # lite's faithful set: the teacher
     assert same.exit_code == 0, same.output
     fresh = _distill(photos, tmp_path / "fresh")
     assert fresh.exit_code == 0, fresh.output
@@ -129,7 +129,7 @@ def test_distilled_lite_starts_from_its_student_and_learns_the_teachers_outputs(
     # lr 0: the exported model is exactly its student.
     x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     got = load_model(str(tmp_path / "same"), device="cpu", dtype="fp32").upscale_tensor(x)
-    want = load_model("lite", device="cpu", dtype="fp32").upscale_tensor(x)
+    want = load_model("lite-faithful", device="cpu", dtype="fp32").upscale_tensor(x)
     assert torch.equal(got, want)
 
 

@@ -62,7 +62,7 @@ def pil_upsample(x, size):
 
 
 def test_loss_weights_from_recipes_and_flags(tmp_path):
-    assert lite_cfg(tmp_path).loss_weights == {"l1": 1.0, "fft": 0.0, "grad": 0.0, "adv": 0.0}  # the distillation terms off
+    assert lite_cfg(tmp_path).loss_weights == {"l1": 1.0, "fft": 0.0, "grad": 0.0, "grid": 0.0, "adv": 0.0}  # the distillation terms off
     old_style = resolve_config(None, {"method": "osediff", "w_lpips": 0.5})  # recipes written before loss_weights
     assert old_style.loss_weights == {"mse": 1.0, "lpips": 0.5, "vsd": 1.0}
     both = resolve_config("osediff", {"loss_weights": {"lpips": 0.5, "vsd": 0.0}}, loss_weights={"lpips": 4.0})
@@ -83,7 +83,7 @@ def test_train_cli_loss_weight_option(tmp_path):
 
     r = CliRunner().invoke(app, ["train", "--method", "lite", "--data", str(tmp_path), "-o", str(tmp_path / "o"),
                                  "--loss-weight", "lpips=1"])
-    assert r.exit_code == 2 and "--loss-weight lpips: lite has no such loss term (its terms: l1, fft, grad, adv)" in r.output
+    assert r.exit_code == 2 and "--loss-weight lpips: lite has no such loss term (its terms: l1, fft, grad, grid, adv)" in r.output
     r = CliRunner().invoke(app, ["distill", "--data", str(tmp_path), "-o", str(tmp_path / "o"), "--loss-weight", "x"])
     assert r.exit_code == 2 and "expected NAME=NUMBER" in r.output
 
