@@ -90,40 +90,32 @@ def combine_detail(faithful: str, sharp: str, output: Path, curve: dict[str, flo
     """Write the two-set model of the lite models ``faithful`` and ``sharp`` (names or directories) to ``output``."""
     from ..engine.lite import OneStepLite
     from ..models.checkpoints import ConvertedCheckpoint, write_model_dir
-    from ..models.loading import load_model, resolve_spec
+    from ..models.loading import load_converted_checkpoint, resolve_spec
 
     curve = {**DEFAULT_CURVE, **(curve or {})}
     if not curve["soft"] < curve["clean"] or not 0 < curve["top"] <= 1:
         raise UsageError(f"the detail curve needs soft < clean and 0 < top <= 1, got {curve}")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise UsageError(f"{output}: exists and is not an empty folder (nothing is overwritten)")
-    nets = {}
+    sets = {}
     for role, name in (("faithful", faithful), ("sharp", sharp)):
-        spec = resolve_spec(name, None, None)
-        net = load_model(name, device="cpu", dtype="fp32").net  # a two-set model holds its faithful set here
-        if not isinstance(net, OneStepLite):
+        spec = resolve_spec(name)
+        if spec.family != FAMILY.name:
             raise UsageError(f"{name}: a {spec.family} model; combine takes two lite models")
-        if net.has_detail and role == "sharp":
+        ckpt = load_converted_checkpoint(spec, download=False)
+        if role == "sharp" and ckpt.component_state("detail"):
             raise UsageError(f"{name}: holds a detail set already; give the sharp model itself")
-        nets[role] = (spec, net)
-    (spec, base), (_, detail) = nets["faithful"], nets["sharp"]
-    config = net_config(base)
-    if net_config(detail) != config:
-        raise UsageError(f"{sharp}: another architecture than {faithful} ({net_config(detail)} vs "
-                         f"{config}); the two sets must be one network")
-    tensors = {f"net.{k}": v for k, v in base.unet.state_dict().items()}
-    tensors.update({f"detail.{k}": v for k, v in detail.unet.state_dict().items()})
+        config = {k: v for k, v in (ckpt.net or {}).items() if k != "detail"}
+        sets[role] = (spec, config, ckpt.component_state("net"))  # a two-set model: its faithful set
+    (spec, config, base), (_, sharp_config, detail) = sets["faithful"], sets["sharp"]
+    if sharp_config != config:
+        raise UsageError(f"{sharp}: another architecture than {faithful} ({sharp_config} vs {config}); the two "
+                         f"sets must be one network")
+    tensors = {**{f"net.{k}": v for k, v in base.items()}, **{f"detail.{k}": v for k, v in detail.items()}}
     ckpt = ConvertedCheckpoint(tensors=tensors, net={**config, "detail": curve}, source_format="srx")
+    OneStepLite.from_checkpoint(ckpt)  # both sets fit the network (a CheckpointFormatError names what does not)
     combined = replace(spec, name=output.name, weights=None, defaults=replace(spec.defaults, detail="auto"),
                        description=f"srx lite with a detail set: {Path(faithful).name} (faithful) and "
                                    f"{Path(sharp).name} (sharp), blended per image (--detail)")
     output.mkdir(parents=True, exist_ok=True)
     return write_model_dir(output, combined.to_dict(), ckpt)
-
-
-def net_config(net) -> dict:
-    """The ``LiteUNet`` kwargs of a loaded lite network (what ``checkpoint.net`` records)."""
-    unet = net.unet
-    return {"latent_factor": unet.latent_factor, "channels": [unet.conv_in.out_channels,
-                                                              unet.down0.out_channels, unet.down1.out_channels],
-            "blocks": len(unet.enc0)}

@@ -7,6 +7,7 @@ registry (``registry.py``, which reads the manifest into these) all build on it 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -23,15 +24,13 @@ EXTRACTORS = ("dape", "none")
 
 def check_detail(value: str | float, error) -> str | float:
     """``value`` as a detail setting ("auto" or a float in [0, 1]); raises ``error(message)`` otherwise."""
-    if isinstance(value, str) and value == "auto":
+    if value == "auto":
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise error(f"must be auto or a number in [0, 1], got {value!r}")
     try:
-        number = float(value)
-    except ValueError:
-        raise error(f"must be auto or a number in [0, 1], got {value!r}") from None
-    if not 0 <= number <= 1:  # NaN fails too
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0 <= number <= 1:  # NaN (not a number) fails too
         raise error(f"must be auto or a number in [0, 1], got {value!r}")
     return number
 
